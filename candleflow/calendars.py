@@ -1,0 +1,187 @@
+"""Expected bar timestamps from real exchange calendars (``exchange_calendars``).
+
+The expected index of a timeframe is the calendar's trading minutes grouped into that timeframe's
+bars, so closed periods (nights, weekends, holidays, lunch breaks) never produce bars and early
+closes give short days. Two alignments of intraday bars are supported:
+
+* ``clock`` (IB's): bars start on multiples of the bar length from local midnight in the exchange's
+  time zone, and the first bar of a trading period starts at the open — hourly XNYS bars are
+  09:30, 10:00, 11:00, …, 15:00 (7 on a normal day, 4 on an early close);
+* ``session`` (many vendors'): bars start every bar length from the open — 09:30, 10:30, ….
+
+Daily bars are labelled with the session date at midnight UTC; a session belongs to a range
+``[start, end)`` when its close falls in ``(start, end]`` (so "from 2024-01-02" includes the CME
+session of that date that opened the evening before).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from datetime import tzinfo
+from typing import Any, Literal
+
+import exchange_calendars as xcals
+import numpy as np
+import pandas as pd
+
+from candleflow.errors import InvalidRequest
+from candleflow.models import INDEX_NAME
+from candleflow.timeframes import Timeframe, parse_timeframe
+
+Alignment = Literal["clock", "session"]
+ALIGNMENTS: tuple[str, ...] = ("clock", "session")
+DEFAULT_CALENDAR = "XNYS"
+_EARLIEST = pd.Timestamp("1990-01-01")
+_MINUTE = pd.Timedelta(minutes=1)
+
+
+@dataclass(frozen=True, slots=True)
+class BarGrid:
+    """Expected bars: ``starts[i]`` to ``ends[i]`` (UTC); ends are clipped at the period close."""
+
+    starts: pd.DatetimeIndex
+    ends: pd.DatetimeIndex
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+
+def calendar_names() -> list[str]:
+    return sorted(xcals.get_calendar_names(include_aliases=True))
+
+
+@functools.lru_cache(maxsize=64)
+def _load_calendar(name: str, first_year: int) -> Any:
+    start = pd.Timestamp(year=first_year, month=1, day=1)
+    try:
+        return xcals.get_calendar(name, start=start, side="left")
+    except xcals.errors.InvalidCalendarName:
+        raise InvalidRequest(
+            f"unknown calendar {name!r}: use an exchange_calendars name such as XNYS, XLON, "
+            "CMES or 24/5 (`candleflow calendars` lists them)"
+        ) from None
+    except ValueError:
+        # Some calendars cannot start as early as asked; their own default bounds will do.
+        return xcals.get_calendar(name, side="left")
+
+
+def get_calendar(name: str = DEFAULT_CALENDAR, start: pd.Timestamp | None = None) -> Any:
+    """The ``exchange_calendars`` calendar ``name`` covering ``start`` onwards (cached)."""
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidRequest(f"calendar name must be a non-empty string, got {name!r}")
+    year = _EARLIEST.year if start is None else min(_EARLIEST.year, pd.Timestamp(start).year)
+    return _load_calendar(name.strip(), year)
+
+
+def calendar_tz(name: str) -> tzinfo:
+    tz: tzinfo = get_calendar(name).tz
+    return tz
+
+
+def parse_alignment(value: str) -> Alignment:
+    if value == "clock":
+        return "clock"
+    if value == "session":
+        return "session"
+    raise InvalidRequest(f"unknown bar alignment {value!r}: use 'clock' or 'session'")
+
+
+def to_utc(value: object, calendar: str = DEFAULT_CALENDAR) -> pd.Timestamp:
+    """A timestamp as tz-aware UTC; naive values are read in the calendar's time zone."""
+    try:
+        parsed = pd.Timestamp(value)  # type: ignore[arg-type]
+    except (ValueError, TypeError) as exc:
+        raise InvalidRequest(f"malformed date/time {value!r}: use YYYY-MM-DD[ HH:MM]") from exc
+    if pd.isna(parsed):
+        raise InvalidRequest(f"malformed date/time {value!r}: use YYYY-MM-DD[ HH:MM]")
+    ts = pd.Timestamp(parsed)
+    if ts.tzinfo is None:
+        ts = ts.tz_localize(calendar_tz(calendar), ambiguous=True, nonexistent="shift_forward")
+    return ts.tz_convert("UTC")
+
+
+def _utc(ts: pd.Timestamp) -> pd.Timestamp:
+    if ts.tzinfo is None:
+        raise InvalidRequest(f"timestamp {ts} has no time zone; candleflow works in UTC")
+    return ts.tz_convert("UTC")
+
+
+def expected_bars(
+    calendar: str,
+    timeframe: Timeframe | str,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    *,
+    align: Alignment = "clock",
+) -> BarGrid:
+    """The bars ``calendar`` expects for ``timeframe`` in ``[start, end)`` (tz-aware bounds)."""
+    tf = parse_timeframe(timeframe)
+    start, end = _utc(start), _utc(end)
+    if end <= start:
+        return _empty_grid()
+    cal = get_calendar(calendar, start.tz_convert(None))
+    if tf.is_daily:
+        return _daily_grid(cal, start, end)
+    return _intraday_grid(cal, tf, start, end, align)
+
+
+def _empty_grid() -> BarGrid:
+    empty = pd.DatetimeIndex([], tz="UTC", name=INDEX_NAME).as_unit("ns")
+    return BarGrid(empty, empty)
+
+
+def _daily_grid(cal: Any, start: pd.Timestamp, end: pd.Timestamp) -> BarGrid:
+    schedule = cal.schedule
+    closes = pd.DatetimeIndex(schedule["close"]).tz_convert("UTC")
+    keep = (closes > start) & (closes <= end)
+    labels = pd.DatetimeIndex(schedule.index[keep]).as_unit("ns")
+    starts = labels.tz_localize("UTC").rename(INDEX_NAME)
+    return BarGrid(starts, (starts + pd.Timedelta(days=1)).rename(INDEX_NAME))
+
+
+def _intraday_grid(
+    cal: Any, tf: Timeframe, start: pd.Timestamp, end: pd.Timestamp, align: Alignment
+) -> BarGrid:
+    first, last = cal.first_minute, cal.last_minute
+    lo, hi = max(start, first), min(end - _MINUTE, last)
+    if hi < lo:
+        return _empty_grid()
+    minutes = pd.DatetimeIndex(cal.minutes_in_range(lo, hi)).as_unit("ns")
+    if len(minutes) == 0:
+        return _empty_grid()
+    period_start = _period_starts(cal, minutes)
+    step = np.int64(tf.minutes * 60 * 1_000_000_000)
+    m = minutes.asi8
+    if align == "clock":
+        # Floor on the exchange's wall clock, then back to UTC with each minute's own offset.
+        local = minutes.tz_convert(cal.tz).tz_localize(None).asi8
+        floored = m - (local % step)
+    else:
+        floored = period_start + ((m - period_start) // step) * step
+    bar_start = np.maximum(floored, period_start)
+    # Minutes are sorted, so bar starts are non-decreasing: runs of equal values are one bar.
+    boundary = np.empty(len(bar_start), dtype=bool)
+    boundary[0] = True
+    np.not_equal(bar_start[1:], bar_start[:-1], out=boundary[1:])
+    first_idx = np.flatnonzero(boundary)
+    last_idx = np.append(first_idx[1:] - 1, len(m) - 1)
+    starts = pd.DatetimeIndex(bar_start[first_idx], tz="UTC", name=INDEX_NAME).as_unit("ns")
+    ends = pd.DatetimeIndex(m[last_idx] + 60_000_000_000, tz="UTC", name=INDEX_NAME).as_unit("ns")
+    return BarGrid(starts, ends)
+
+
+def _period_starts(cal: Any, minutes: pd.DatetimeIndex) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """For each trading minute, when its trading period began (the open, or the break's end)."""
+    sessions = cal.minutes_to_sessions(minutes)
+    schedule = cal.schedule.loc[sessions]
+    opens = pd.DatetimeIndex(schedule["open"]).tz_convert("UTC").as_unit("ns").asi8
+    out: np.ndarray[Any, np.dtype[np.int64]] = opens.copy()
+    break_end = pd.DatetimeIndex(schedule["break_end"])
+    if break_end.notna().any():
+        be = break_end.tz_convert("UTC").as_unit("ns")
+        has_break = np.asarray(be.notna())
+        be_i8 = np.where(has_break, be.asi8, np.iinfo(np.int64).max)
+        after_break = minutes.asi8 >= be_i8
+        out = np.where(after_break, be_i8, out)
+    return out

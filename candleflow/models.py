@@ -1,0 +1,120 @@
+"""Records shared across the core: instruments, gaps, segments, load modes, fetch statistics.
+
+All records are frozen dataclasses; timestamps are tz-aware UTC ``pandas.Timestamp``s. A bar
+frame is a ``DataFrame`` indexed by a UTC ``DatetimeIndex`` named ``timestamp`` (bar start) with
+float64 columns :data:`BAR_COLUMNS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import pandas as pd
+
+from candleflow.errors import InvalidRequest
+
+BAR_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
+PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
+INDEX_NAME = "timestamp"
+
+
+class LoadMode(StrEnum):
+    """Which part of a series a load fetches (DESIGN §2)."""
+
+    LOCAL = "local"  # no source calls: read and analyse what is stored
+    TAIL = "tail"  # from the last stored bar to end/now
+    BACKFILL = "backfill"  # from start (clipped to the head timestamp) to the first stored bar
+    FULL = "full"  # backfill + tail + interior gaps
+
+    @classmethod
+    def parse(cls, value: str | LoadMode) -> LoadMode:
+        try:
+            return cls(str(value).strip().lower())
+        except ValueError:
+            raise InvalidRequest(
+                f"unknown mode {value!r}: use one of {', '.join(m.value for m in cls)}"
+            ) from None
+
+
+class GapClass(StrEnum):
+    """Why bars are absent: fetchable (``missing``), before the source's history, or not yet due."""
+
+    MISSING = "missing"
+    BEFORE_HEAD = "before_head"
+    FUTURE = "future"
+
+
+@dataclass(frozen=True, slots=True)
+class Instrument:
+    """A tradable instrument as resolved by a source.
+
+    ``calendar`` is an exchange_calendars name (``XNYS``, ``CMES``, ``24/5``…) used for gap
+    analysis; ``exchange`` is the routing exchange a broker wants (``SMART``).
+    """
+
+    symbol: str
+    calendar: str = "XNYS"
+    sec_type: str = "STK"
+    exchange: str = "SMART"
+    currency: str = "USD"
+    primary_exchange: str = ""
+    con_id: int = 0
+    long_name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """A run of consecutive expected bars absent from the store: ``[start, end)``.
+
+    ``start`` is the first missing bar's start; ``end`` is the last missing bar's end.
+    """
+
+    start: pd.Timestamp
+    end: pd.Timestamp
+    bars: int
+    kind: GapClass = GapClass.MISSING
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "bars": self.bars,
+            "class": self.kind.value,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """One source request: bars starting in ``[start, end)``; ``bars`` expected in it."""
+
+    start: pd.Timestamp
+    end: pd.Timestamp
+    bars: int
+
+    @property
+    def span(self) -> pd.Timedelta:
+        return self.end - self.start
+
+    def label(self) -> str:
+        """Human form for progress lines, e.g. ``2024-01-02 14:30 → 2024-01-31 21:00``."""
+        fmt = (
+            "%Y-%m-%d" if _is_midnight(self.start) and _is_midnight(self.end) else "%Y-%m-%d %H:%M"
+        )
+        return f"{self.start.strftime(fmt)} → {self.end.strftime(fmt)}"
+
+
+def _is_midnight(ts: pd.Timestamp) -> bool:
+    return ts.hour == 0 and ts.minute == 0 and ts.second == 0
+
+
+@dataclass(frozen=True, slots=True)
+class FetchStats:
+    """What a fetch stage did: counted, never estimated."""
+
+    segments: int = 0
+    segments_done: int = 0
+    rows: int = 0
+    api_calls: int = 0
+    duration_s: float = 0.0
+    failed: tuple[Segment, ...] = field(default_factory=tuple)

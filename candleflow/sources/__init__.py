@@ -1,0 +1,1 @@
+"""Bar sources: where bars come from (synthetic generator, files, Interactive Brokers)."""
