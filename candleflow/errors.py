@@ -29,6 +29,18 @@ class UnknownSymbol(CandleflowError):
         self.source = source
 
 
+class InvalidBars(InvalidRequest):
+    """Bars fail the OHLC checks; nothing was stored.
+
+    ``bad_rows`` is how many rows fail, ``total`` how many were offered.
+    """
+
+    def __init__(self, message: str, *, bad_rows: int, total: int) -> None:
+        super().__init__(message)
+        self.bad_rows = bad_rows
+        self.total = total
+
+
 class NoData(CandleflowError):
     """The source answered, but has no bars for the requested range."""
 
@@ -52,5 +64,23 @@ class StoreCorrupted(CandleflowError):
         self.reason = reason
 
 
+class StoreBusy(CandleflowError, TimeoutError):
+    """Another writer held a series lock for longer than ``lock_timeout``; ``path`` is the lock."""
+
+    def __init__(self, path: str, series: str, timeout: float) -> None:
+        super().__init__(
+            f"series {series} stayed locked by another writer for {timeout:g}s (lock file {path}); "
+            "retry when that load finishes, or give BarStore a larger lock_timeout"
+        )
+        self.path = path
+
+
 class Cancelled(CandleflowError):
-    """The operation was cancelled cooperatively; work completed before it has been kept."""
+    """The operation was cancelled cooperatively; work completed before it has been kept.
+
+    ``partial`` carries what the operation had achieved when it stopped (e.g. a load summary).
+    """
+
+    def __init__(self, message: str = "cancelled", partial: object = None) -> None:
+        super().__init__(message)
+        self.partial = partial

@@ -7,6 +7,7 @@ float64 columns :data:`BAR_COLUMNS`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -17,6 +18,20 @@ from candleflow.errors import InvalidRequest
 BAR_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
 INDEX_NAME = "timestamp"
+
+#: Legal symbols: letters, digits and ``. - _ ^ =``, 1–32 characters, not starting with ``.``
+#: (so ``.`` and ``..`` fail too). Use ``fullmatch``: ``$`` would let a trailing newline in.
+SYMBOL_RE = re.compile(r"[A-Za-z0-9_^=\-][A-Za-z0-9._^=\-]{0,31}")
+
+
+def parse_symbol(value: object) -> str:
+    """A user-given symbol, stripped and upper-cased; ``InvalidRequest`` if it is malformed."""
+    if not isinstance(value, str) or SYMBOL_RE.fullmatch(value.strip().upper()) is None:
+        raise InvalidRequest(
+            f"invalid symbol {value!r}: use 1-32 letters, digits or . - _ ^ = "
+            "(not starting with '.'), e.g. 'AAPL', 'BRK.B', '^GSPC', 'EURUSD=X'"
+        )
+    return value.strip().upper()
 
 
 class LoadMode(StrEnum):

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-import numpy as np
 import pandas as pd
 
-from candleflow.errors import InvalidRequest
-from candleflow.models import BAR_COLUMNS, INDEX_NAME, Instrument, Segment
+from candleflow.bars import empty_bars, normalize_bars
+from candleflow.models import Instrument, Segment
 from candleflow.timeframes import Timeframe
 
 
@@ -45,26 +44,4 @@ class Source(Protocol):
         ...
 
 
-def empty_bars() -> pd.DataFrame:
-    """A bar frame with no rows and the canonical columns, dtypes and index."""
-    index = pd.DatetimeIndex([], tz="UTC", name=INDEX_NAME)
-    return pd.DataFrame({c: np.array([], dtype="float64") for c in BAR_COLUMNS}, index=index)
-
-
-def normalize_bars(frame: pd.DataFrame, *, origin: str) -> pd.DataFrame:
-    """Return ``frame`` as a canonical bar frame: UTC index named ``timestamp``, float64 columns.
-
-    ``origin`` names where the frame came from, for error messages.
-    """
-    missing = [c for c in BAR_COLUMNS if c not in frame.columns]
-    if missing:
-        raise InvalidRequest(
-            f"{origin}: missing column(s) {', '.join(missing)}; bars need {', '.join(BAR_COLUMNS)}"
-        )
-    if not isinstance(frame.index, pd.DatetimeIndex):
-        raise InvalidRequest(f"{origin}: bars must be indexed by timestamps")
-    index = frame.index
-    index = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
-    out = frame.loc[:, list(BAR_COLUMNS)].astype("float64")
-    out.index = pd.DatetimeIndex(index, name=INDEX_NAME).as_unit("ns")
-    return out
+__all__ = ["Source", "empty_bars", "normalize_bars"]

@@ -8,7 +8,8 @@ import sys
 SCRIPT = """
 import importlib, pkgutil, sys
 import candleflow
-names = [m.name for m in pkgutil.walk_packages(candleflow.__path__, "candleflow.")]
+names = [m.name for m in pkgutil.walk_packages(candleflow.__path__, "candleflow.")
+         if not m.name.endswith("__main__")]  # importing __main__ would run the CLI
 for name in names:
     importlib.import_module(name)
 leaked = sorted(m for m in sys.modules if m == "prefect" or m.startswith("prefect."))

@@ -1,0 +1,1 @@
+"""Benchmarks against peers, one command each, ratios printed (DESIGN §7)."""

@@ -1,0 +1,72 @@
+"""Durable, atomic file replacement: temp file in the same directory, fsync, rename, fsync dir.
+
+A reader sees the previous or the new version of a file, never a torn one, even when the writer
+is killed mid-write; leftover temp files are hidden (``.<name>.<pid>.<random>.tmp``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Callable
+from datetime import date, datetime, timedelta
+from enum import Enum
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+
+def fsync_dir(path: Path) -> None:
+    # Makes the rename itself durable; without it a power cut can resurrect the old name.
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_dirs(path: Path) -> None:
+    if path.is_dir():
+        return
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    path.mkdir(parents=True, exist_ok=True)
+    for created in reversed(missing):
+        with contextlib.suppress(OSError):
+            fsync_dir(created.parent)
+
+
+def atomic_write(final: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write ``final`` via a unique hidden temp file in its directory, fsync, rename, fsync dir."""
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_dir(final.parent)
+
+
+def json_default(value: object) -> object:
+    if isinstance(value, datetime | date):  # pd.Timestamp is a datetime
+        return value.isoformat()
+    if isinstance(value, timedelta):  # pd.Timedelta too
+        return value.total_seconds()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=str)
+    to_dict = getattr(value, "to_dict", None)
+    if callable(to_dict):
+        return to_dict()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

@@ -1,0 +1,571 @@
+"""The bar store: plain Parquet partitions per series, written atomically under a per-series lock.
+
+Layout (DESIGN §5): ``{root}/bars/{source}/{SYMBOL}/{timeframe}/year=YYYY.parquet``, or
+``.../{timeframe}/year=YYYY/month=MM.parquet`` for ≤5-minute bars, plus ``_meta.json`` and the lock
+file ``.lock`` in each series directory. Every file is written to a temp file in the same
+directory (``.<name>.<pid>.<random>.tmp``, which neither a ``*.parquet`` glob nor pyarrow's dataset
+discovery picks up), fsynced and renamed over the old one, so a reader sees either the previous or
+the new version of a partition, never a torn one. A write rewrites only the partitions its bars
+fall into; each is atomic on its own, and a writer killed between two partitions leaves each one
+old or new, with the metadata updated last. Symbols and sources are checked against a strict
+pattern before they become path parts, input bars are checked (tz-aware index, sane OHLC) before
+anything is written, and a file that cannot be read raises ``StoreCorrupted`` naming it instead
+of being skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+from urllib.request import url2pathname
+
+import filelock
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from candleflow.atomic import atomic_write, json_default, make_dirs
+from candleflow.bars import check_ohlc, empty_bars, normalize_bars
+from candleflow.errors import InvalidRequest, StoreBusy, StoreCorrupted
+from candleflow.models import BAR_COLUMNS, INDEX_NAME, SYMBOL_RE
+from candleflow.timeframes import TIMEFRAMES, Timeframe, parse_timeframe
+
+logger = logging.getLogger(__name__)
+
+#: Legal source names: lowercase letters, digits, ``_`` and ``-``, 1–32 characters.
+SOURCE_RE = re.compile(r"[a-z0-9][a-z0-9_\-]{0,31}")
+
+META_FILE = "_meta.json"
+LOCK_FILE = ".lock"
+
+_SCHEMA = pa.schema(
+    [pa.field(INDEX_NAME, pa.timestamp("ns", tz="UTC"), nullable=False)]
+    + [pa.field(c, pa.float64()) for c in BAR_COLUMNS]
+)
+_YEAR_FILE_RE = re.compile(r"year=(\d{4})\.parquet")
+_YEAR_DIR_RE = re.compile(r"year=(\d{4})")
+_MONTH_FILE_RE = re.compile(r"month=(\d{2})\.parquet")
+_TEMP_RE = re.compile(r"\..*\.tmp")
+_URI_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
+
+# (year, month); month is 0 for yearly partitions.
+_PartitionKey = tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What :meth:`BarStore.write` did.
+
+    ``rows_before``/``rows_after`` count the whole series; ``rows_added`` counts timestamps that
+    were not stored before (overwritten bars are not added); ``partitions`` lists the partition
+    files (re)written, as strings, in time order.
+    """
+
+    rows_before: int
+    rows_after: int
+    rows_added: int
+    partitions: tuple[str, ...]
+
+
+def validate_symbol_name(symbol: str) -> str:
+    """Return ``symbol`` unchanged if it is safe as a path part, else raise ``InvalidRequest``.
+
+    Allowed: letters, digits, ``.``, ``-``, ``_``, ``^``, ``=``; 1–32 characters; no leading ``.``.
+    """
+    if not isinstance(symbol, str) or SYMBOL_RE.fullmatch(symbol) is None:
+        raise InvalidRequest(
+            f"invalid symbol {symbol!r}: use 1-32 letters, digits or . - _ ^ = "
+            "(not starting with '.'), e.g. 'AAPL', 'BRK.B', '^GSPC', 'EURUSD=X'"
+        )
+    return symbol
+
+
+def validate_source_name(source: str) -> str:
+    """Return ``source`` unchanged if it is a legal source name, else raise ``InvalidRequest``.
+
+    Allowed: lowercase letters, digits, ``_`` and ``-``; 1–32 characters; first a letter or digit.
+    """
+    if not isinstance(source, str) or SOURCE_RE.fullmatch(source) is None:
+        raise InvalidRequest(
+            f"invalid source name {source!r}: use 1-32 lowercase letters, digits, '_' or '-', "
+            "e.g. 'ib', 'synthetic', 'csv'"
+        )
+    return source
+
+
+def _local_root(root: str | os.PathLike[str]) -> Path:
+    text = os.fspath(root)
+    if not isinstance(text, str):
+        raise InvalidRequest(f"store root {root!r} must be a str path, not bytes")
+    if _URI_RE.match(text):
+        parsed = urlparse(text)
+        if parsed.scheme.lower() != "file":
+            raise InvalidRequest(
+                f"store root {text!r}: only local paths (or file:// URIs) are supported for now; "
+                "use a local directory"
+            )
+        if parsed.netloc not in ("", "localhost"):
+            raise InvalidRequest(
+                f"store root {text!r}: file:// URIs must name a local path (file:///dir/store)"
+            )
+        text = url2pathname(unquote(parsed.path))
+    if not text or "\x00" in text:
+        raise InvalidRequest(f"store root {root!r} is not a usable path")
+    return Path(os.path.abspath(os.path.expanduser(text)))
+
+
+def _partition_bounds(key: _PartitionKey) -> tuple[pd.Timestamp, pd.Timestamp]:
+    year, month = key
+    if month == 0:
+        return pd.Timestamp(year, 1, 1, tz="UTC"), pd.Timestamp(year + 1, 1, 1, tz="UTC")
+    start = pd.Timestamp(year, month, 1, tz="UTC")
+    end = pd.Timestamp(year + 1, 1, 1, tz="UTC") if month == 12 else start.replace(month=month + 1)
+    return start, end
+
+
+def _partition_keys(index: pd.DatetimeIndex, monthly: bool) -> np.ndarray[Any, np.dtype[np.int64]]:
+    # One int per row (year*100 + month, or year*100) so grouping is a vectorised np.unique.
+    years = np.asarray(index.year, dtype=np.int64)
+    months = np.asarray(index.month, dtype=np.int64) if monthly else np.zeros_like(years)
+    return years * 100 + months
+
+
+def _empty_bars() -> pd.DataFrame:
+    # Same index unit as a non-empty read, so concatenating results never mixes resolutions.
+    frame = empty_bars()
+    frame.index = pd.DatetimeIndex(frame.index).as_unit("ns")
+    return frame
+
+
+def _to_table(frame: pd.DataFrame) -> pa.Table:
+    arrays = [pa.array(frame.index, type=_SCHEMA.field(INDEX_NAME).type)]
+    arrays += [pa.array(frame[c].to_numpy(dtype="float64"), type=pa.float64()) for c in BAR_COLUMNS]
+    return pa.Table.from_arrays(arrays, schema=_SCHEMA)
+
+
+def _as_utc(value: pd.Timestamp | None, name: str) -> pd.Timestamp | None:
+    if value is None:
+        return None
+    try:
+        ts = pd.Timestamp(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest(f"{name}={value!r} is not a timestamp ({exc})") from None
+    if pd.isna(ts):
+        raise InvalidRequest(f"{name} is NaT; pass a tz-aware UTC timestamp or None")
+    if ts.tzinfo is None:
+        raise InvalidRequest(
+            f"{name}={value!r} is tz-naive; pass a tz-aware timestamp, e.g. "
+            f"pd.Timestamp({str(ts)!r}, tz='UTC')"
+        )
+    return ts.tz_convert("UTC")
+
+
+class BarStore:
+    """Bars of many series under one local root; see the module docstring for layout and guarantees.
+
+    ``root`` is a local directory or a ``file://`` URI (other filesystems are not supported yet).
+    ``lock_timeout`` is how long a write waits for another writer of the same series, in seconds
+    (negative: forever); past it :class:`StoreBusy` is raised. Readers never take the lock: every
+    partition they open is complete, though a read racing a multi-partition write may see some
+    partitions before and some after it. The lock is reentrant within a thread, across
+    ``BarStore`` instances, so ``with store.lock(...): store.write(...)`` is safe.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], *, lock_timeout: float = 120.0) -> None:
+        self.root: Path = _local_root(root)
+        try:
+            self.lock_timeout = float(lock_timeout)
+        except (TypeError, ValueError):
+            raise InvalidRequest(
+                f"lock_timeout={lock_timeout!r} must be seconds (a number)"
+            ) from None
+        if self.lock_timeout != self.lock_timeout:
+            raise InvalidRequest("lock_timeout must be a number of seconds, not NaN")
+
+    def __repr__(self) -> str:
+        return f"BarStore({str(self.root)!r})"
+
+    # -- paths -------------------------------------------------------------------------------
+
+    def series_dir(self, source: str, symbol: str, timeframe: str | Timeframe) -> Path:
+        """``{root}/bars/{source}/{symbol}/{timeframe}``; names are validated before use."""
+        validate_source_name(source)
+        validate_symbol_name(symbol)
+        tf = parse_timeframe(timeframe)
+        return self.root / "bars" / source / symbol / tf.name
+
+    def _resolve(
+        self, source: str, symbol: str, timeframe: str | Timeframe
+    ) -> tuple[Path, Timeframe]:
+        tf = parse_timeframe(timeframe)
+        return self.series_dir(source, symbol, tf), tf
+
+    @staticmethod
+    def _partition_path(series_dir: Path, key: _PartitionKey) -> Path:
+        year, month = key
+        if month == 0:
+            return series_dir / f"year={year:04d}.parquet"
+        return series_dir / f"year={year:04d}" / f"month={month:02d}.parquet"
+
+    def _partition_map(self, series_dir: Path, tf: Timeframe) -> dict[_PartitionKey, Path]:
+        found: dict[_PartitionKey, Path] = {}
+        if not series_dir.is_dir():
+            return found
+        monthly = tf.partition == "month"
+        for entry in series_dir.iterdir():
+            if not monthly:
+                m = _YEAR_FILE_RE.fullmatch(entry.name)
+                if m and entry.is_file():
+                    found[(int(m.group(1)), 0)] = entry
+                continue
+            y = _YEAR_DIR_RE.fullmatch(entry.name)
+            if y is None or not entry.is_dir():
+                continue
+            for sub in entry.iterdir():
+                mm = _MONTH_FILE_RE.fullmatch(sub.name)
+                if mm and 1 <= int(mm.group(1)) <= 12 and sub.is_file():
+                    found[(int(y.group(1)), int(mm.group(1)))] = sub
+        return dict(sorted(found.items()))
+
+    def partitions(self, source: str, symbol: str, timeframe: str | Timeframe) -> list[Path]:
+        """The series' partition files in time order (temp files and other names excluded)."""
+        series_dir, tf = self._resolve(source, symbol, timeframe)
+        return list(self._partition_map(series_dir, tf).values())
+
+    def series(self) -> list[tuple[str, str, str]]:
+        """``(source, symbol, timeframe)`` of every series with a partition or metadata, sorted."""
+        out: list[tuple[str, str, str]] = []
+        bars = self.root / "bars"
+        if not bars.is_dir():
+            return out
+        for source_dir in bars.iterdir():
+            if SOURCE_RE.fullmatch(source_dir.name) is None or not source_dir.is_dir():
+                continue
+            for symbol_dir in source_dir.iterdir():
+                if SYMBOL_RE.fullmatch(symbol_dir.name) is None or not symbol_dir.is_dir():
+                    continue
+                for tf_dir in symbol_dir.iterdir():
+                    tf = TIMEFRAMES.get(tf_dir.name)
+                    if tf is None or not tf_dir.is_dir():
+                        continue
+                    if (tf_dir / META_FILE).is_file() or self._partition_map(tf_dir, tf):
+                        out.append((source_dir.name, symbol_dir.name, tf.name))
+        return sorted(out)
+
+    # -- locking -----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def lock(self, source: str, symbol: str, timeframe: str | Timeframe) -> Iterator[None]:
+        """Hold the series' file lock (``.lock`` in the series directory) for the ``with`` body.
+
+        Raises :class:`StoreBusy` after ``lock_timeout`` seconds. Reentrant within a thread.
+        """
+        series_dir, tf = self._resolve(source, symbol, timeframe)
+        make_dirs(series_dir)
+        path = series_dir / LOCK_FILE
+        # is_singleton shares one lock object per path in this process, which is what makes the
+        # lock reentrant across BarStore instances; flock still excludes other threads/processes.
+        flock = filelock.FileLock(path, is_singleton=True)
+        try:
+            flock.acquire(timeout=self.lock_timeout)
+        except filelock.Timeout:
+            raise StoreBusy(str(path), f"{source}/{symbol}/{tf.name}", self.lock_timeout) from None
+        try:
+            yield
+        finally:
+            flock.release()
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def _read_partition(self, path: Path, key: _PartitionKey) -> pd.DataFrame:
+        try:
+            with pq.ParquetFile(path) as pf:
+                table = pf.read()
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise StoreCorrupted(str(path), f"not readable as Parquet: {exc}") from exc
+        names = set(table.column_names)
+        missing = [c for c in (INDEX_NAME, *BAR_COLUMNS) if c not in names]
+        if missing:
+            raise StoreCorrupted(str(path), f"missing column(s) {', '.join(missing)}")
+        ts_type = table.schema.field(INDEX_NAME).type
+        if not pa.types.is_timestamp(ts_type) or ts_type.tz not in ("UTC", "+00:00", "Etc/UTC"):
+            raise StoreCorrupted(
+                str(path), f"column {INDEX_NAME} is {ts_type}, expected timestamp[ns, tz=UTC]"
+            )
+        for col in BAR_COLUMNS:
+            col_type = table.schema.field(col).type
+            if not (pa.types.is_floating(col_type) or pa.types.is_integer(col_type)):
+                raise StoreCorrupted(str(path), f"column {col} is {col_type}, expected double")
+        if table.column(INDEX_NAME).null_count:
+            raise StoreCorrupted(str(path), f"null values in column {INDEX_NAME}")
+        try:
+            ts = table.column(INDEX_NAME).cast(pa.timestamp("ns", tz="UTC"))
+        except pa.ArrowException as exc:
+            raise StoreCorrupted(str(path), f"timestamps out of range: {exc}") from exc
+        index = pd.DatetimeIndex(ts.to_pandas(), name=INDEX_NAME).tz_convert("UTC").as_unit("ns")
+        frame = pd.DataFrame(
+            {c: table.column(c).to_numpy().astype("float64", copy=False) for c in BAR_COLUMNS},
+            index=index,
+        )
+        if not index.is_monotonic_increasing:
+            frame = frame.sort_index()
+        if frame.index.has_duplicates:
+            raise StoreCorrupted(str(path), "duplicate timestamps")
+        lo, hi = _partition_bounds(key)
+        if len(frame) and (frame.index[0] < lo or frame.index[-1] >= hi):
+            raise StoreCorrupted(
+                str(path),
+                f"holds bars from {frame.index[0]} to {frame.index[-1]}, outside its partition "
+                f"[{lo.date()}, {hi.date()})",
+            )
+        return frame
+
+    def _row_count(self, path: Path) -> int:
+        try:
+            with pq.ParquetFile(path) as pf:
+                return int(pf.metadata.num_rows)
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise StoreCorrupted(str(path), f"not readable as Parquet: {exc}") from exc
+
+    def read(
+        self,
+        source: str,
+        symbol: str,
+        timeframe: str | Timeframe,
+        start: pd.Timestamp | None = None,
+        end: pd.Timestamp | None = None,
+    ) -> pd.DataFrame:
+        """Stored bars starting in ``[start, end)`` (either bound optional), sorted by time.
+
+        Opens only the partitions overlapping the range; returns ``empty_bars()`` when nothing is
+        stored there. ``start``/``end`` must be tz-aware. A partition that cannot be read raises
+        ``StoreCorrupted`` naming it.
+        """
+        series_dir, tf = self._resolve(source, symbol, timeframe)
+        lo = _as_utc(start, "start")
+        hi = _as_utc(end, "end")
+        if lo is not None and hi is not None and lo > hi:
+            raise InvalidRequest(f"start {lo} is after end {hi}; swap them")
+        frames: list[pd.DataFrame] = []
+        for key, path in self._partition_map(series_dir, tf).items():
+            p_lo, p_hi = _partition_bounds(key)
+            if (hi is not None and p_lo >= hi) or (lo is not None and p_hi <= lo):
+                continue
+            frames.append(self._read_partition(path, key))
+        frames = [f for f in frames if len(f)]
+        if not frames:
+            return _empty_bars()
+        out = frames[0] if len(frames) == 1 else pd.concat(frames)
+        if lo is not None or hi is not None:
+            mask = np.ones(len(out), dtype=bool)
+            if lo is not None:
+                mask &= out.index >= lo
+            if hi is not None:
+                mask &= out.index < hi
+            out = out[mask]
+        return out if len(out) else _empty_bars()
+
+    # -- metadata ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _load_meta(path: Path) -> dict[str, object]:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return {}
+        except UnicodeDecodeError as exc:
+            raise StoreCorrupted(str(path), f"not UTF-8 text: {exc}") from exc
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise StoreCorrupted(str(path), f"invalid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise StoreCorrupted(str(path), f"expected a JSON object, found {type(data).__name__}")
+        return data
+
+    @staticmethod
+    def _store_meta(path: Path, meta: Mapping[str, object]) -> None:
+        try:
+            text = json.dumps(
+                dict(meta), default=json_default, indent=2, sort_keys=True, allow_nan=False
+            )
+        except (TypeError, ValueError) as exc:
+            raise InvalidRequest(
+                f"metadata for {path.parent} is not JSON serialisable ({exc}); "
+                "pass numbers, strings, lists, dicts or timestamps"
+            ) from exc
+        atomic_write(path, lambda fh: fh.write((text + "\n").encode("utf-8")))
+
+    def read_meta(self, source: str, symbol: str, timeframe: str | Timeframe) -> dict[str, object]:
+        """The series' ``_meta.json`` as a dict, ``{}`` if absent; unreadable: StoreCorrupted."""
+        series_dir, _ = self._resolve(source, symbol, timeframe)
+        return self._load_meta(series_dir / META_FILE)
+
+    def update_meta(
+        self, source: str, symbol: str, timeframe: str | Timeframe, **fields: object
+    ) -> dict[str, object]:
+        """Merge ``fields`` into ``_meta.json`` atomically under the series lock; return the result.
+
+        Timestamps become ISO strings, timedeltas seconds, objects with ``to_dict()`` their dicts.
+        """
+        series_dir, tf = self._resolve(source, symbol, timeframe)
+        with self.lock(source, symbol, tf):
+            path = series_dir / META_FILE
+            meta = self._load_meta(path)
+            meta.update(fields)
+            self._store_meta(path, meta)
+            # Round-trip so callers see what is stored (ISO strings, not Timestamp objects).
+            return self._load_meta(path)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def _prepare(self, bars: pd.DataFrame, series: str) -> pd.DataFrame:
+        if not isinstance(bars, pd.DataFrame):
+            raise InvalidRequest(f"{series}: bars must be a DataFrame, got {type(bars).__name__}")
+        if isinstance(bars.index, pd.DatetimeIndex) and bars.index.tz is None:
+            raise InvalidRequest(
+                f"{series}: bars have a tz-naive index; localise it first, e.g. "
+                "bars.tz_localize('UTC') (or the exchange's zone, then tz_convert('UTC'))"
+            )
+        frame = normalize_bars(bars, origin=series)
+        if frame.index.hasnans:
+            raise InvalidRequest(f"{series}: the bar index contains NaT; drop those rows")
+        if frame.index.has_duplicates:
+            # Newest wins inside one batch too, matching what happens across writes.
+            dups = int(frame.index.duplicated(keep="last").sum())
+            logger.debug("%s: %d duplicate timestamps in input, keeping the last", series, dups)
+            frame = frame[~frame.index.duplicated(keep="last")]
+        if not frame.index.is_monotonic_increasing:
+            frame = frame.sort_index()
+        return frame
+
+    def _clean_temp_files(self, series_dir: Path) -> None:
+        # Called under the lock, so every temp file present belongs to a writer that died.
+        dirs = [series_dir, *(p for p in series_dir.glob("year=*") if p.is_dir())]
+        for d in dirs:
+            for entry in d.iterdir():
+                if _TEMP_RE.fullmatch(entry.name) and entry.is_file():
+                    with contextlib.suppress(OSError):
+                        entry.unlink()
+                        logger.info("removed stale temp file %s", entry)
+
+    def write(
+        self,
+        source: str,
+        symbol: str,
+        timeframe: str | Timeframe,
+        bars: pd.DataFrame,
+        *,
+        meta: Mapping[str, object] | None = None,
+    ) -> WriteResult:
+        """Merge ``bars`` into the series: stored bars at the same timestamps are replaced.
+
+        ``bars`` needs a tz-aware DatetimeIndex (naive → ``InvalidRequest``; other zones are
+        converted to UTC) and the columns open, high, low, close, volume (others are dropped).
+        Every row is checked first (no NaN/inf prices, high ≥ max(open, close), low ≤ min(open,
+        close), volume not negative; NaN volume is allowed); any failure raises
+        :class:`InvalidBars` and nothing is written. Then, under the series lock, each partition
+        the bars fall into is read, merged and replaced atomically — other partitions are not
+        touched — and ``_meta.json`` gets ``meta`` merged in plus ``rows``, ``first``, ``last``
+        and ``updated_at``. Empty ``bars`` is a no-op.
+        """
+        series_dir, tf = self._resolve(source, symbol, timeframe)
+        series = f"{source}/{symbol}/{tf.name}"
+        if isinstance(bars, pd.DataFrame) and len(bars) == 0:
+            total = sum(self._row_count(p) for p in self._partition_map(series_dir, tf).values())
+            return WriteResult(total, total, 0, ())
+        frame = self._prepare(bars, series)
+        check_ohlc(frame, series)
+        if meta is not None:
+            # Fail on unserialisable metadata now rather than after the partitions are replaced.
+            try:
+                json.dumps(dict(meta), default=json_default, allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                raise InvalidRequest(f"{series}: meta is not JSON serialisable ({exc})") from exc
+
+        monthly = tf.partition == "month"
+        codes = _partition_keys(pd.DatetimeIndex(frame.index), monthly)
+        # Sorted index → sorted codes, so np.unique's first-occurrence offsets slice contiguously.
+        uniq, starts = np.unique(codes, return_index=True)
+        bounds = [*starts.tolist(), len(frame)]
+        groups = {
+            (int(code) // 100, int(code) % 100): frame.iloc[bounds[i] : bounds[i + 1]]
+            for i, code in enumerate(uniq)
+        }
+
+        with self.lock(source, symbol, tf):
+            self._clean_temp_files(series_dir)
+            existing = self._partition_map(series_dir, tf)
+            rows_before = 0
+            rows_added = 0
+            merged: dict[_PartitionKey, pd.DataFrame] = {}
+            for key, path in existing.items():
+                if key not in groups:
+                    rows_before += self._row_count(path)
+            for key, new in groups.items():
+                found = existing.get(key)
+                old = self._read_partition(found, key) if found is not None else _empty_bars()
+                rows_before += len(old)
+                replaced = old.index.isin(new.index)
+                rows_added += len(new) - int(replaced.sum())
+                kept = old[~replaced]
+                merged[key] = new if not len(kept) else pd.concat([kept, new]).sort_index()
+            # Read everything before writing anything: a corrupt partition stops the write whole.
+            written: list[str] = []
+            for key, part in merged.items():
+                path = self._partition_path(series_dir, key)
+                make_dirs(path.parent)
+                atomic_write(path, functools.partial(pq.write_table, _to_table(part)))
+                written.append(str(path))
+            rows_after = rows_before + rows_added
+
+            partition_map = self._partition_map(series_dir, tf)
+            first_key, last_key = next(iter(partition_map)), next(reversed(partition_map))
+            first = self._edge(partition_map, merged, first_key, first=True)
+            last = self._edge(partition_map, merged, last_key, first=False)
+            meta_path = series_dir / META_FILE
+            stored = self._load_meta(meta_path)
+            stored.update(meta or {})
+            stored.update(
+                rows=rows_after,
+                first=first.isoformat(),
+                last=last.isoformat(),
+                updated_at=pd.Timestamp.now(tz="UTC").isoformat(),
+            )
+            self._store_meta(meta_path, stored)
+
+        logger.info(
+            "%s: stored %d bars (%d new, %d rows now) in %d partition(s)",
+            series,
+            len(frame),
+            rows_added,
+            rows_after,
+            len(written),
+        )
+        return WriteResult(rows_before, rows_after, rows_added, tuple(written))
+
+    def _edge(
+        self,
+        partition_map: Mapping[_PartitionKey, Path],
+        merged: Mapping[_PartitionKey, pd.DataFrame],
+        key: _PartitionKey,
+        *,
+        first: bool,
+    ) -> pd.Timestamp:
+        frame = merged.get(key)
+        if frame is None:
+            frame = self._read_partition(partition_map[key], key)
+        if not len(frame):
+            raise StoreCorrupted(str(partition_map[key]), "partition holds no bars")
+        ts = frame.index[0] if first else frame.index[-1]
+        return pd.Timestamp(ts)
