@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import tzinfo
 from enum import StrEnum
 
 import pandas as pd
@@ -32,6 +33,30 @@ def parse_symbol(value: object) -> str:
             "(not starting with '.'), e.g. 'AAPL', 'BRK.B', '^GSPC', 'EURUSD=X'"
         )
     return value.strip().upper()
+
+
+def parse_timestamp(
+    value: object, *, what: str = "timestamp", naive_tz: str | tzinfo | None = "UTC"
+) -> pd.Timestamp:
+    """``value`` as a tz-aware UTC timestamp; the one parser at every boundary.
+
+    Naive values are read in ``naive_tz``; with ``naive_tz=None`` they are rejected.
+    """
+    try:
+        parsed = pd.Timestamp(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest(f"malformed {what} {value!r}: use YYYY-MM-DD[ HH:MM]") from exc
+    if pd.isna(parsed):
+        raise InvalidRequest(f"malformed {what} {value!r}: use YYYY-MM-DD[ HH:MM]")
+    ts = pd.Timestamp(parsed)
+    if ts.tzinfo is None:
+        if naive_tz is None:
+            raise InvalidRequest(
+                f"{what}={value!r} is tz-naive; pass a tz-aware timestamp, e.g. "
+                f"pd.Timestamp({str(ts)!r}, tz='UTC')"
+            )
+        ts = ts.tz_localize(naive_tz, ambiguous=True, nonexistent="shift_forward")
+    return ts.tz_convert("UTC")
 
 
 class LoadMode(StrEnum):

@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 from candleflow.atomic import atomic_write, json_default, make_dirs
 from candleflow.bars import check_ohlc, empty_bars, normalize_bars
 from candleflow.errors import InvalidRequest, StoreBusy, StoreCorrupted
-from candleflow.models import BAR_COLUMNS, INDEX_NAME, SYMBOL_RE
+from candleflow.models import BAR_COLUMNS, INDEX_NAME, SYMBOL_RE, parse_timestamp
 from candleflow.timeframes import TIMEFRAMES, Timeframe, parse_timeframe
 
 logger = logging.getLogger(__name__)
@@ -151,23 +151,6 @@ def _to_table(frame: pd.DataFrame) -> pa.Table:
     arrays = [pa.array(frame.index, type=_SCHEMA.field(INDEX_NAME).type)]
     arrays += [pa.array(frame[c].to_numpy(dtype="float64"), type=pa.float64()) for c in BAR_COLUMNS]
     return pa.Table.from_arrays(arrays, schema=_SCHEMA)
-
-
-def _as_utc(value: pd.Timestamp | None, name: str) -> pd.Timestamp | None:
-    if value is None:
-        return None
-    try:
-        ts = pd.Timestamp(value)
-    except (TypeError, ValueError) as exc:
-        raise InvalidRequest(f"{name}={value!r} is not a timestamp ({exc})") from None
-    if pd.isna(ts):
-        raise InvalidRequest(f"{name} is NaT; pass a tz-aware UTC timestamp or None")
-    if ts.tzinfo is None:
-        raise InvalidRequest(
-            f"{name}={value!r} is tz-naive; pass a tz-aware timestamp, e.g. "
-            f"pd.Timestamp({str(ts)!r}, tz='UTC')"
-        )
-    return ts.tz_convert("UTC")
 
 
 class BarStore:
@@ -352,8 +335,8 @@ class BarStore:
         ``StoreCorrupted`` naming it.
         """
         series_dir, tf = self._resolve(source, symbol, timeframe)
-        lo = _as_utc(start, "start")
-        hi = _as_utc(end, "end")
+        lo = None if start is None else parse_timestamp(start, what="start", naive_tz=None)
+        hi = None if end is None else parse_timestamp(end, what="end", naive_tz=None)
         if lo is not None and hi is not None and lo > hi:
             raise InvalidRequest(f"start {lo} is after end {hi}; swap them")
         frames: list[pd.DataFrame] = []

@@ -26,7 +26,7 @@ import pandas as pd
 
 from candleflow.calendars import DEFAULT_CALENDAR, expected_bars, get_calendar, to_utc
 from candleflow.errors import Cancelled, InvalidRequest, NoData, UnknownSymbol
-from candleflow.models import INDEX_NAME, Instrument, Segment, parse_symbol
+from candleflow.models import INDEX_NAME, Instrument, Segment, parse_symbol, parse_timestamp
 from candleflow.sources.base import normalize_bars
 from candleflow.timeframes import Timeframe, parse_timeframe
 
@@ -186,17 +186,6 @@ def _generate(
     return normalize_bars(frame, origin="synthetic")
 
 
-def _utc_timestamp(value: pd.Timestamp | str, what: str) -> pd.Timestamp:
-    """``value`` as tz-aware UTC; naive values are read as UTC (not the exchange's zone)."""
-    try:
-        ts = pd.Timestamp(value)
-    except (TypeError, ValueError) as exc:
-        raise InvalidRequest(f"malformed {what} {value!r}: use YYYY-MM-DD[ HH:MM]") from exc
-    if pd.isna(ts):
-        raise InvalidRequest(f"malformed {what} {value!r}: use YYYY-MM-DD[ HH:MM]")
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
-
 class SyntheticSource:
     """Seeded, calendar-aware synthetic bars (see the module docstring).
 
@@ -228,14 +217,15 @@ class SyntheticSource:
         if not isinstance(delay, int | float) or delay < 0:
             raise InvalidRequest(f"delay must be a non-negative number of seconds, got {delay!r}")
         self.seed = seed
-        self._default_head = _utc_timestamp(_DEFAULT_HEAD, "head")
+        self._default_head = parse_timestamp(_DEFAULT_HEAD, what="head")
         self._heads: dict[str, pd.Timestamp] = {}
         if isinstance(head, Mapping):
             self._heads = {
-                parse_symbol(sym): _utc_timestamp(ts, f"head of {sym}") for sym, ts in head.items()
+                parse_symbol(sym): parse_timestamp(ts, what=f"head of {sym}")
+                for sym, ts in head.items()
             }
         else:
-            self._default_head = _utc_timestamp(head, "head")
+            self._default_head = parse_timestamp(head, what="head")
         self._symbols = None if symbols is None else {parse_symbol(s) for s in symbols}
         self._unknown = {parse_symbol(s) for s in unknown}
         self._delay = float(delay)
@@ -349,7 +339,10 @@ class SyntheticSource:
             error = self._fail(segment)
             if error is not None:
                 raise error
-        start, end = _utc_timestamp(segment.start, "start"), _utc_timestamp(segment.end, "end")
+        start, end = (
+            parse_timestamp(segment.start, what="start"),
+            parse_timestamp(segment.end, what="end"),
+        )
         starts, ends = _bar_grid(instrument.calendar, tf, start, end)
         keep = (starts >= self._first_bar(instrument, tf)) & (ends <= self._clock())
         if not keep.any():
