@@ -8,7 +8,9 @@ whole pipeline without an orchestrator — for the demo, the benchmark baseline 
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -125,13 +127,10 @@ class LoadRequest:
 
 
 def _is_date_only(value: object) -> bool:
+    """True for a calendar date without a time of day (``"2024-03-01"``, ``datetime.date``)."""
     if isinstance(value, str):
-        return len(value.strip()) == 10
-    return (
-        isinstance(value, pd.Timestamp) is False
-        and hasattr(value, "isoformat")
-        and not hasattr(value, "hour")
-    )
+        return re.fullmatch(r"\s*\d{4}-\d{2}-\d{2}\s*", value) is not None
+    return isinstance(value, dt.date) and not isinstance(value, dt.datetime)
 
 
 @dataclass(frozen=True, slots=True)
