@@ -185,3 +185,80 @@ def _period_starts(cal: Any, minutes: pd.DatetimeIndex) -> np.ndarray[Any, np.dt
         after_break = minutes.asi8 >= be_i8
         out = np.where(after_break, be_i8, out)
     return out
+
+
+# A file's alignment is the grid holding more than half of its bars and at least this share of the
+# bars on which the two grids disagree; anything less is a mixed or mis-zoned file, not a guess.
+_ALIGNMENT_CLEAR_SHARE = 0.9
+_ALIGNMENT_EXAMPLES = 3
+
+
+def detect_alignment(
+    index: pd.DatetimeIndex, calendar: str, timeframe: Timeframe | str
+) -> Alignment:
+    """Whether intraday bar starts in ``index`` follow the ``clock`` or the ``session`` grid.
+
+    IB stamps hourly XNYS bars 09:30, 10:00, 11:00, … (``clock``); many vendors stamp them 09:30,
+    10:30, … (``session``). The grid that explains more than half of the bars, and at least 90 %
+    of the bars on which the two grids disagree, wins. Daily bars, an empty index, and bars that
+    sit on both grids alike (e.g. 30-minute XNYS bars, where the grids coincide) give ``clock``.
+    Raises ``InvalidRequest`` when neither grid explains a clear majority, saying what was found
+    and suggesting ``--align``. ``index`` must be tz-aware.
+    """
+    tf = parse_timeframe(timeframe)
+    if not isinstance(index, pd.DatetimeIndex):
+        raise InvalidRequest(
+            f"bar alignment needs a DatetimeIndex of bar starts, got {type(index).__name__}"
+        )
+    if index.tz is None:
+        raise InvalidRequest(
+            "bar alignment needs tz-aware bar starts; localise the index first, e.g. "
+            "index.tz_localize('America/New_York').tz_convert('UTC')"
+        )
+    cal = get_calendar(calendar)
+    starts = pd.DatetimeIndex(index.dropna().unique()).tz_convert("UTC").as_unit("ns")
+    if tf.is_daily or len(starts) == 0:
+        return "clock"
+    lo, hi = starts.min(), starts.max() + tf.delta
+    clock = expected_bars(calendar, tf, lo, hi, align="clock").starts
+    session = expected_bars(calendar, tf, lo, hi, align="session").starts
+    on_clock = np.asarray(starts.isin(clock))
+    on_session = np.asarray(starts.isin(session))
+    n_clock, n_session = int(on_clock.sum()), int(on_session.sum())
+    clock_only = int((on_clock & ~on_session).sum())
+    session_only = int((on_session & ~on_clock).sum())
+    disputed = clock_only + session_only
+    total = len(starts)
+    if n_clock >= n_session:
+        best: Alignment = "clock"
+        n_best, best_only = n_clock, clock_only
+    else:
+        best, n_best, best_only = "session", n_session, session_only
+    if 2 * n_best > total and best_only >= _ALIGNMENT_CLEAR_SHARE * disputed:
+        return best
+    raise InvalidRequest(
+        f"cannot tell the alignment of these {tf} bars on {calendar}: of {total:,} bars, "
+        f"{n_clock:,} start on the clock grid ({_grid_example(clock, cal.tz)}, …) and "
+        f"{n_session:,} on the session grid ({_grid_example(session, cal.tz)}, …); "
+        f"most common start times ({cal.tz}): {_common_times(starts, cal.tz)}. "
+        "Pass --align clock or --align session, or check the file's time zone"
+    )
+
+
+def _grid_example(grid: pd.DatetimeIndex, tz: tzinfo) -> str:
+    if len(grid) == 0:
+        return "no bars"
+    local = grid[:_ALIGNMENT_EXAMPLES].tz_convert(tz)
+    return ", ".join(f"{ts.hour:02d}:{ts.minute:02d}" for ts in local)
+
+
+def _common_times(starts: pd.DatetimeIndex, tz: tzinfo) -> str:
+    local = starts.tz_convert(tz)
+    # Minutes after local midnight: cheap to count even for millions of bars, unlike strftime.
+    minutes = np.asarray(local.hour, dtype=np.int64) * 60 + np.asarray(local.minute)
+    values, counts = np.unique(minutes, return_counts=True)
+    # Most frequent first; a stable sort keeps ties in time-of-day order.
+    top = np.argsort(-counts, kind="stable")[:_ALIGNMENT_EXAMPLES]
+    return ", ".join(
+        f"{int(values[i]) // 60:02d}:{int(values[i]) % 60:02d} ({int(counts[i]):,})" for i in top
+    )

@@ -30,7 +30,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from candleflow.calendars import DEFAULT_CALENDAR, calendar_tz, get_calendar
+from candleflow.calendars import (
+    DEFAULT_CALENDAR,
+    Alignment,
+    calendar_tz,
+    detect_alignment,
+    get_calendar,
+)
 from candleflow.errors import InvalidRequest, NoData, UnknownSymbol
 from candleflow.models import INDEX_NAME, PRICE_COLUMNS, Instrument, Segment, parse_symbol
 from candleflow.sources.base import empty_bars, normalize_bars
@@ -236,6 +242,14 @@ class FileSource:
             with self._lock:
                 self._cache[key] = cached
         return cached.frame.copy()
+
+    def detect_alignment(
+        self, symbol: str, timeframe: Timeframe | str, calendar: str = DEFAULT_CALENDAR
+    ) -> Alignment:
+        """``clock`` or ``session``: which bar grid the symbol's file follows (see
+        :func:`candleflow.calendars.detect_alignment`; ``InvalidRequest`` when unclear)."""
+        frame = self.read(symbol, timeframe, calendar)
+        return detect_alignment(pd.DatetimeIndex(frame.index), calendar, timeframe)
 
     def close(self) -> None:
         """Forget cached files; safe to call twice."""
