@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from candleflow.errors import InvalidRequest
-from candleflow.models import INDEX_NAME
+from candleflow.models import INDEX_NAME, parse_timestamp
 from candleflow.timeframes import Timeframe, parse_timeframe
 
 Alignment = Literal["clock", "session"]
@@ -89,16 +89,7 @@ def parse_alignment(value: str) -> Alignment:
 
 def to_utc(value: object, calendar: str = DEFAULT_CALENDAR) -> pd.Timestamp:
     """A timestamp as tz-aware UTC; naive values are read in the calendar's time zone."""
-    try:
-        parsed = pd.Timestamp(value)  # type: ignore[arg-type]
-    except (ValueError, TypeError) as exc:
-        raise InvalidRequest(f"malformed date/time {value!r}: use YYYY-MM-DD[ HH:MM]") from exc
-    if pd.isna(parsed):
-        raise InvalidRequest(f"malformed date/time {value!r}: use YYYY-MM-DD[ HH:MM]")
-    ts = pd.Timestamp(parsed)
-    if ts.tzinfo is None:
-        ts = ts.tz_localize(calendar_tz(calendar), ambiguous=True, nonexistent="shift_forward")
-    return ts.tz_convert("UTC")
+    return parse_timestamp(value, what="date/time", naive_tz=calendar_tz(calendar))
 
 
 def _utc(ts: pd.Timestamp) -> pd.Timestamp:
