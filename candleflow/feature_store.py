@@ -1,0 +1,479 @@
+"""The feature store: feature columns as Parquet beside the bars, updated incrementally.
+
+Layout mirrors the bar store (DESIGN §5): ``{root}/features/{source}/{SYMBOL}/{timeframe}/
+year=YYYY.parquet`` (``year=YYYY/month=MM.parquet`` for ≤5-minute bars), one row per stored bar,
+written atomically (:func:`candleflow.atomic.atomic_write`) under the bar series' lock
+(:meth:`BarStore.lock`), so bars cannot change while their features are computed. A file holds
+``timestamp``, the spec's value columns (float64, warm-up rows NaN), the ``_state_*`` recursion
+columns of RSI and MACD (see :mod:`candleflow.features`) and ``_bars_hash``, a 64-bit fingerprint
+of the bar each row was computed from; its schema metadata records the spec and the format
+version. Readers that want values only use :meth:`FeatureStore.read`, which drops the ``_``
+columns; ``pd.read_parquet`` on a file works too.
+
+:func:`update_features` compares the stored timestamps and fingerprints with the bars, finds the
+first row that differs (a revised last bar, a filled gap, or simply the first new bar) and
+recomputes from there only — windowed features from their lookback, recursive ones from the
+stored state of the row before — which gives exactly the values of a full recomputation. A
+different spec or format version, or files with other columns, mean a full recomputation. The
+partitions it touches are rewritten newest first, so a writer killed midway leaves the oldest
+affected partition unchanged and the next update finds the same first difference again; the
+series' ``_meta.json`` (feature_count, feature_spec, features_updated_at) is updated last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from candleflow.atomic import atomic_write, make_dirs
+from candleflow.errors import InvalidRequest, NoData, StoreCorrupted
+from candleflow.features import FeatureSpec, compute_feature_rows, parse_feature_spec
+from candleflow.models import BAR_COLUMNS, INDEX_NAME, parse_timestamp
+from candleflow.progress import Span
+from candleflow.store import BarStore
+from candleflow.timeframes import Timeframe, parse_timeframe
+
+__all__ = ["FORMAT_VERSION", "HASH_COLUMN", "FeatureStore", "UpdateResult", "update_features"]
+
+logger = logging.getLogger(__name__)
+
+#: Bumped when stored values would differ for the same spec; a mismatch forces a recomputation.
+FORMAT_VERSION: Final = 1
+HASH_COLUMN: Final = "_bars_hash"
+FEATURES_DIR: Final = "features"
+
+_META_SPEC = b"candleflow.feature_spec"
+_META_VERSION = b"candleflow.features_version"
+_YEAR_FILE_RE = re.compile(r"year=(\d{4})\.parquet")
+_YEAR_DIR_RE = re.compile(r"year=(\d{4})")
+_MONTH_FILE_RE = re.compile(r"month=(\d{2})\.parquet")
+_TEMP_RE = re.compile(r"\..*\.tmp")
+
+_U64 = np.uint64
+# (year, month); month 0 for yearly partitions — the bar store's partition names.
+_Key = tuple[int, int]
+
+
+def bar_fingerprints(bars: pd.DataFrame) -> np.ndarray[Any, np.dtype[np.uint64]]:
+    """A 64-bit fingerprint of each bar's open, high, low, close and volume (NaNs canonical)."""
+    h = np.zeros(len(bars), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for col in BAR_COLUMNS:
+            values = bars[col].to_numpy(dtype=np.float64) + 0.0  # -0.0 → 0.0
+            values = np.where(np.isnan(values), np.nan, values)
+            h = _mix(h ^ values.view(np.uint64))
+    return h
+
+
+def _mix(z: np.ndarray[Any, np.dtype[np.uint64]]) -> np.ndarray[Any, np.dtype[np.uint64]]:
+    # splitmix64's finaliser: every input bit affects every output bit.
+    z = z + _U64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> _U64(27))) * _U64(0x94D049BB133111EB)
+    out: np.ndarray[Any, np.dtype[np.uint64]] = z ^ (z >> _U64(31))
+    return out
+
+
+def _keys(index: pd.DatetimeIndex, monthly: bool) -> list[_Key]:
+    years = index.year.to_numpy()
+    months = index.month.to_numpy() if monthly else np.zeros(len(index), dtype=np.int64)
+    return [(int(y), int(m)) for y, m in zip(years, months, strict=True)]
+
+
+def _relpath(key: _Key) -> Path:
+    year, month = key
+    if month == 0:
+        return Path(f"year={year:04d}.parquet")
+    return Path(f"year={year:04d}") / f"month={month:02d}.parquet"
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateResult:
+    """What :func:`update_features` did for one series.
+
+    ``mode`` is ``"full"``, ``"incremental"`` or ``"unchanged"``; ``reason`` says why (e.g.
+    "no stored features", "feature spec changed", "bars changed from 2025-01-02 14:30"). ``rows``
+    counts the series' bars (= feature rows), ``rows_recomputed`` the rows computed this time
+    (from ``first_recomputed`` on), ``feature_count`` the value columns; ``partitions`` lists
+    the files (re)written or removed, oldest first.
+    """
+
+    series: str
+    mode: str
+    reason: str
+    rows: int
+    rows_recomputed: int
+    feature_count: int
+    first_recomputed: pd.Timestamp | None
+    partitions: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "series": self.series,
+            "mode": self.mode,
+            "reason": self.reason,
+            "rows": self.rows,
+            "rows_recomputed": self.rows_recomputed,
+            "feature_count": self.feature_count,
+            "first_recomputed": (
+                None if self.first_recomputed is None else self.first_recomputed.isoformat()
+            ),
+            "partitions": list(self.partitions),
+        }
+
+
+class FeatureStore:
+    """Feature partitions beside the bars of a :class:`BarStore`; see the module docstring.
+
+    ``store`` is the bar store (or its root, from which one is made with ``lock_timeout``); its
+    series lock guards feature writes too.
+    """
+
+    def __init__(
+        self, store: BarStore | str | os.PathLike[str], *, lock_timeout: float = 120.0
+    ) -> None:
+        self.bar_store: BarStore = (
+            store if isinstance(store, BarStore) else BarStore(store, lock_timeout=lock_timeout)
+        )
+        self.root: Path = self.bar_store.root
+
+    def __repr__(self) -> str:
+        return f"FeatureStore({str(self.root)!r})"
+
+    def series_dir(self, source: str, symbol: str, timeframe: str | Timeframe) -> Path:
+        """``{root}/features/{source}/{symbol}/{timeframe}``; names validated as for bars."""
+        bars_dir = self.bar_store.series_dir(source, symbol, timeframe)
+        return self.root / FEATURES_DIR / bars_dir.relative_to(self.root / "bars")
+
+    def _partition_map(self, series_dir: Path, tf: Timeframe) -> dict[_Key, Path]:
+        found: dict[_Key, Path] = {}
+        if not series_dir.is_dir():
+            return found
+        for entry in series_dir.iterdir():
+            if tf.partition == "year":
+                m = _YEAR_FILE_RE.fullmatch(entry.name)
+                if m and entry.is_file():
+                    found[(int(m.group(1)), 0)] = entry
+                continue
+            y = _YEAR_DIR_RE.fullmatch(entry.name)
+            if y is None or not entry.is_dir():
+                continue
+            for sub in entry.iterdir():
+                mm = _MONTH_FILE_RE.fullmatch(sub.name)
+                if mm and 1 <= int(mm.group(1)) <= 12 and sub.is_file():
+                    found[(int(y.group(1)), int(mm.group(1)))] = sub
+        return dict(sorted(found.items()))
+
+    def partitions(self, source: str, symbol: str, timeframe: str | Timeframe) -> list[Path]:
+        """The series' feature partition files in time order."""
+        tf = parse_timeframe(timeframe)
+        return list(self._partition_map(self.series_dir(source, symbol, tf), tf).values())
+
+    def read(
+        self,
+        source: str,
+        symbol: str,
+        timeframe: str | Timeframe,
+        start: pd.Timestamp | None = None,
+        end: pd.Timestamp | None = None,
+        *,
+        internal: bool = False,
+    ) -> pd.DataFrame:
+        """Stored features of bars starting in ``[start, end)``, indexed by ``timestamp``.
+
+        Value columns only unless ``internal`` (then ``_state_*`` and ``_bars_hash`` too).
+        Nothing stored: an empty frame with no columns. An unreadable file: StoreCorrupted.
+        """
+        tf = parse_timeframe(timeframe)
+        lo = None if start is None else parse_timestamp(start, what="start", naive_tz=None)
+        hi = None if end is None else parse_timestamp(end, what="end", naive_tz=None)
+        frames = [
+            _read_partition(path)
+            for path in self._partition_map(self.series_dir(source, symbol, tf), tf).values()
+        ]
+        if not frames:
+            return pd.DataFrame(index=pd.DatetimeIndex([], tz="UTC", name=INDEX_NAME))
+        out = pd.concat(frames) if len(frames) > 1 else frames[0]
+        if lo is not None:
+            out = out[out.index >= lo]
+        if hi is not None:
+            out = out[out.index < hi]
+        if not internal:
+            out = out.loc[:, [c for c in out.columns if not str(c).startswith("_")]]
+        return out
+
+
+def _read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
+    try:
+        with pq.ParquetFile(path) as pf:
+            return pf.read(columns=columns)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise StoreCorrupted(str(path), f"not readable as Parquet: {exc}") from exc
+
+
+def _read_partition(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    table = _read_table(path, None if columns is None else [INDEX_NAME, *columns])
+    if INDEX_NAME not in table.column_names:
+        raise StoreCorrupted(str(path), f"missing column {INDEX_NAME}")
+    ts_type = table.schema.field(INDEX_NAME).type
+    if not pa.types.is_timestamp(ts_type) or ts_type.tz not in ("UTC", "+00:00", "Etc/UTC"):
+        raise StoreCorrupted(str(path), f"column {INDEX_NAME} is {ts_type}, expected UTC times")
+    ts = table.column(INDEX_NAME).cast(pa.timestamp("ns", tz="UTC"))
+    index = pd.DatetimeIndex(ts.to_pandas(), name=INDEX_NAME).tz_convert("UTC").as_unit("ns")
+    if index.hasnans or not index.is_monotonic_increasing or index.has_duplicates:
+        raise StoreCorrupted(str(path), "timestamps are missing, unsorted or duplicated")
+    data = {c: table.column(c).to_numpy() for c in table.column_names if c != INDEX_NAME}
+    return pd.DataFrame(data, index=index)
+
+
+def _file_spec(path: Path) -> tuple[str, int, tuple[str, ...]]:
+    """(spec JSON, format version, column names) from a partition's footer alone."""
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise StoreCorrupted(str(path), f"not readable as Parquet: {exc}") from exc
+    meta = schema.metadata or {}
+    try:
+        version = int(meta.get(_META_VERSION, b"0"))
+    except ValueError:
+        version = 0
+    return meta.get(_META_SPEC, b"").decode("utf-8", "replace"), version, tuple(schema.names)
+
+
+def _to_table(frame: pd.DataFrame, spec_json: str) -> pa.Table:
+    arrays = [pa.array(frame.index, type=pa.timestamp("ns", tz="UTC"))]
+    fields = [pa.field(INDEX_NAME, pa.timestamp("ns", tz="UTC"), nullable=False)]
+    for col in frame.columns:
+        dtype = pa.uint64() if col == HASH_COLUMN else pa.float64()
+        arrays.append(pa.array(frame[col].to_numpy(), type=dtype))
+        fields.append(pa.field(str(col), dtype))
+    metadata = {_META_SPEC: spec_json.encode(), _META_VERSION: str(FORMAT_VERSION).encode()}
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=metadata))
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    """What is stored for a series: partition files, row timestamps, fingerprints, offsets."""
+
+    paths: dict[_Key, Path]
+    ts: np.ndarray[Any, np.dtype[np.int64]]
+    hashes: np.ndarray[Any, np.dtype[np.uint64]]
+    offsets: dict[_Key, int]  # global row position of each partition's first row
+
+
+def _load_stored(paths: dict[_Key, Path]) -> _Stored:
+    ts: list[np.ndarray[Any, np.dtype[np.int64]]] = []
+    hashes: list[np.ndarray[Any, np.dtype[np.uint64]]] = []
+    offsets: dict[_Key, int] = {}
+    position = 0
+    for key, path in paths.items():
+        part = _read_partition(path, [HASH_COLUMN])
+        offsets[key] = position
+        position += len(part)
+        ts.append(pd.DatetimeIndex(part.index).asi8)
+        hashes.append(part[HASH_COLUMN].to_numpy(dtype=np.uint64))
+    return _Stored(
+        paths,
+        np.concatenate(ts) if ts else np.zeros(0, dtype=np.int64),
+        np.concatenate(hashes) if hashes else np.zeros(0, dtype=np.uint64),
+        offsets,
+    )
+
+
+def _first_difference(
+    stored: _Stored, ts: np.ndarray[Any, np.dtype[np.int64]], hashes: np.ndarray[Any, Any]
+) -> int:
+    k = min(len(stored.ts), len(ts))
+    differs = (stored.ts[:k] != ts[:k]) | (stored.hashes[:k] != hashes[:k])
+    return int(np.argmax(differs)) if differs.any() else k
+
+
+def _state_at(stored: _Stored, row: int, spec: FeatureSpec) -> dict[str, float]:
+    key = max(k for k, off in stored.offsets.items() if off <= row)
+    columns = list(dict.fromkeys(c for f in spec.features for c in f.state_columns))
+    if not columns:
+        return {}
+    part = _read_partition(stored.paths[key], columns)
+    values = part.iloc[row - stored.offsets[key]]
+    return {c: float(values[c]) for c in columns}
+
+
+def update_features(
+    store: BarStore,
+    feature_store: FeatureStore,
+    source: str,
+    symbol: str,
+    timeframe: str | Timeframe,
+    spec: object = "default",
+    span: Span | None = None,
+) -> UpdateResult:
+    """Bring the series' stored features up to date with its bars; return what was done.
+
+    Recomputes only from the first row whose bar is new or differs from the one the stored row
+    was computed from (everything when nothing usable is stored); values equal a full
+    recomputation exactly. Holds the series lock throughout. ``spec`` is anything
+    :func:`~candleflow.features.parse_feature_spec` takes; ``span`` gets ``Feature i/N``
+    progress and its tracker's cancel token is checked between features (nothing is written
+    when cancelled). No stored bars: :class:`NoData`.
+    """
+    parsed = parse_feature_spec(spec)
+    tf = parse_timeframe(timeframe)
+    series = f"{source}/{symbol}/{tf.name}"
+    if feature_store.root != store.root:
+        raise InvalidRequest(
+            f"{series}: the feature store {feature_store.root} is not beside the bar store "
+            f"{store.root}; use FeatureStore(store)"
+        )
+    spec_json = json.dumps(parsed.to_dict(), sort_keys=True)
+    series_dir = feature_store.series_dir(source, symbol, tf)
+    with store.lock(source, symbol, tf):
+        bars = store.read(source, symbol, tf)
+        if bars.empty:
+            raise NoData(f"{series}: no bars stored; load them before computing features")
+        ts = pd.DatetimeIndex(bars.index).asi8
+        hashes = bar_fingerprints(bars)
+        _clean_temp_files(series_dir)
+        paths = feature_store._partition_map(series_dir, tf)
+        reason = _full_reason(paths, spec_json, parsed)
+        stored = _load_stored(paths if reason is None else {})
+        start = 0 if reason is not None else _first_difference(stored, ts, hashes)
+        if reason is None:
+            if start == len(ts) == len(stored.ts):
+                reason = "up to date"
+            elif start == len(stored.ts):
+                reason = f"{len(ts) - start:,} new bar(s) from {bars.index[start]}"
+            else:
+                reason = f"bars changed from {pd.Timestamp(stored.ts[start], tz='UTC')}"
+        if start == 0:
+            mode = "full"
+        elif start == len(ts) == len(stored.ts):
+            mode = "unchanged"
+        else:
+            mode = "incremental"
+        # With the state of the row before, even an up-to-date series costs only a few rows.
+        state = _state_at(stored, start - 1, parsed) if start > 0 else None
+        rows = compute_feature_rows(bars, parsed, start=start, state=state, span=span)
+        rows[HASH_COLUMN] = hashes[start:]
+        written = _write_partitions(series_dir, tf, paths, stored, start, rows, spec_json)
+        store.update_meta(
+            source,
+            symbol,
+            tf,
+            feature_count=parsed.feature_count,
+            feature_spec=parsed.to_dict(),
+            features_updated_at=pd.Timestamp.now(tz="UTC"),
+        )
+    result = UpdateResult(
+        series=series,
+        mode=mode,
+        reason=reason,
+        rows=len(ts),
+        rows_recomputed=len(ts) - start,
+        feature_count=parsed.feature_count,
+        first_recomputed=bars.index[start] if start < len(ts) else None,
+        partitions=tuple(written),
+    )
+    logger.info(
+        "%s: features %s (%s), %d of %d rows computed, %d partition(s) written",
+        series,
+        mode,
+        reason,
+        result.rows_recomputed,
+        result.rows,
+        len(written),
+    )
+    return result
+
+
+def _full_reason(paths: dict[_Key, Path], spec_json: str, spec: FeatureSpec) -> str | None:
+    """Why stored features cannot be continued (None: they can)."""
+    if not paths:
+        return "no stored features"
+    expected = (INDEX_NAME, *spec.columns, *spec.state_columns, HASH_COLUMN)
+    for path in paths.values():
+        file_spec, version, names = _file_spec(path)
+        if version != FORMAT_VERSION:
+            return f"stored format version {version} is not {FORMAT_VERSION}"
+        if file_spec != spec_json:
+            return "feature spec changed"
+        if names != expected:
+            return f"{path.name} has other columns than the spec"
+    return None
+
+
+def _write_partitions(
+    series_dir: Path,
+    tf: Timeframe,
+    paths: dict[_Key, Path],
+    stored: _Stored,
+    start: int,
+    rows: pd.DataFrame,
+    spec_json: str,
+) -> list[str]:
+    """Rewrite the partitions holding rows from ``start`` on: stored rows before it + ``rows``.
+
+    ``paths`` are the partitions on disk, ``stored`` what was loaded of them (nothing for a full
+    recomputation); partitions left without rows are removed.
+    """
+    monthly = tf.partition == "month"
+    groups: dict[_Key, list[int]] = {}
+    for i, key in enumerate(_keys(pd.DatetimeIndex(rows.index), monthly)):
+        groups.setdefault(key, []).append(i)
+    affected = set(groups)
+    if start == 0:
+        affected.update(paths)
+    else:
+        # Stored rows from `start` on are replaced too (bars inserted before them shift them).
+        affected.update(k for k, off in stored.offsets.items() if off + _count(stored, k) > start)
+    written: list[str] = []
+    # Newest first: a writer killed midway leaves the partition of `start` old, so the next
+    # update sees the same first difference and recomputes everything after it again.
+    for key in sorted(affected, reverse=True):
+        path = series_dir / _relpath(key)
+        pieces: list[pd.DataFrame] = []
+        if key in stored.offsets and stored.offsets[key] < start:
+            old = _read_partition(stored.paths[key])
+            pieces.append(old.iloc[: start - stored.offsets[key]].loc[:, list(rows.columns)])
+        if key in groups:
+            pieces.append(rows.iloc[groups[key]])
+        part = pd.concat(pieces) if len(pieces) > 1 else (pieces[0] if pieces else None)
+        if part is None or part.empty:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            written.append(str(path))
+            continue
+        make_dirs(path.parent)
+        atomic_write(path, functools.partial(pq.write_table, _to_table(part, spec_json)))
+        written.append(str(path))
+    return sorted(written)
+
+
+def _count(stored: _Stored, key: _Key) -> int:
+    keys = list(stored.offsets)
+    i = keys.index(key)
+    end = stored.offsets[keys[i + 1]] if i + 1 < len(keys) else len(stored.ts)
+    return end - stored.offsets[key]
+
+
+def _clean_temp_files(series_dir: Path) -> None:
+    # Called under the series lock, so any temp file present belongs to a writer that died.
+    if not series_dir.is_dir():
+        return
+    for d in [series_dir, *(p for p in series_dir.glob("year=*") if p.is_dir())]:
+        for entry in d.iterdir():
+            if _TEMP_RE.fullmatch(entry.name) and entry.is_file():
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+                    logger.info("removed stale temp file %s", entry)
