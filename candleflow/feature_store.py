@@ -1,14 +1,15 @@
 """The feature store: feature columns as Parquet beside the bars, updated incrementally.
 
-Layout mirrors the bar store (DESIGN §5): ``{root}/features/{source}/{SYMBOL}/{timeframe}/
-year=YYYY.parquet`` (``year=YYYY/month=MM.parquet`` for ≤5-minute bars), one row per stored bar,
-written atomically (:func:`candleflow.atomic.atomic_write`) under the bar series' lock
-(:meth:`BarStore.lock`), so bars cannot change while their features are computed. A file holds
-``timestamp``, the spec's value columns (float64, warm-up rows NaN), the ``_state_*`` recursion
-columns of RSI and MACD (see :mod:`candleflow.features`) and ``_bars_hash``, a 64-bit fingerprint
-of the bar each row was computed from; its schema metadata records the spec and the format
-version. Readers that want values only use :meth:`FeatureStore.read`, which drops the ``_``
-columns; ``pd.read_parquet`` on a file works too.
+Layout mirrors the bar store (DESIGN §5, :mod:`candleflow.partitions`):
+``{root}/features/{source}/{SYMBOL}/{timeframe}/year=YYYY.parquet`` (``year=YYYY/month=MM.parquet``
+for ≤5-minute bars), one row per stored bar, written atomically
+(:func:`candleflow.atomic.atomic_write`) under the bar series' lock (:meth:`BarStore.lock`), so
+bars cannot change while their features are computed. A file holds ``timestamp``, the spec's
+value columns (float64, warm-up rows NaN), the ``_state_*`` recursion columns of RSI and MACD
+(see :mod:`candleflow.features`) and ``_bars_hash``, a 64-bit fingerprint of the bar each row was
+computed from; its schema metadata records the spec and the format version. Readers that want
+values only use :meth:`FeatureStore.read`, which drops the ``_`` columns; ``pd.read_parquet`` on
+a file works too.
 
 :func:`update_features` compares the stored timestamps and fingerprints with the bars, finds the
 first row that differs (a revised last bar, a filled gap, or simply the first new bar) and
@@ -27,7 +28,6 @@ import functools
 import json
 import logging
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -41,6 +41,13 @@ from candleflow.atomic import atomic_write, make_dirs
 from candleflow.errors import InvalidRequest, NoData, StoreCorrupted
 from candleflow.features import FeatureSpec, compute_feature_rows, parse_feature_spec
 from candleflow.models import BAR_COLUMNS, INDEX_NAME, parse_timestamp
+from candleflow.partitions import (
+    PartitionKey,
+    clean_temp_files,
+    find_partitions,
+    partition_groups,
+    partition_relpath,
+)
 from candleflow.progress import Span
 from candleflow.store import BarStore
 from candleflow.timeframes import Timeframe, parse_timeframe
@@ -56,14 +63,8 @@ FEATURES_DIR: Final = "features"
 
 _META_SPEC = b"candleflow.feature_spec"
 _META_VERSION = b"candleflow.features_version"
-_YEAR_FILE_RE = re.compile(r"year=(\d{4})\.parquet")
-_YEAR_DIR_RE = re.compile(r"year=(\d{4})")
-_MONTH_FILE_RE = re.compile(r"month=(\d{2})\.parquet")
-_TEMP_RE = re.compile(r"\..*\.tmp")
 
 _U64 = np.uint64
-# (year, month); month 0 for yearly partitions — the bar store's partition names.
-_Key = tuple[int, int]
 
 
 def bar_fingerprints(bars: pd.DataFrame) -> np.ndarray[Any, np.dtype[np.uint64]]:
@@ -84,19 +85,6 @@ def _mix(z: np.ndarray[Any, np.dtype[np.uint64]]) -> np.ndarray[Any, np.dtype[np
     z = (z ^ (z >> _U64(27))) * _U64(0x94D049BB133111EB)
     out: np.ndarray[Any, np.dtype[np.uint64]] = z ^ (z >> _U64(31))
     return out
-
-
-def _keys(index: pd.DatetimeIndex, monthly: bool) -> list[_Key]:
-    years = index.year.to_numpy()
-    months = index.month.to_numpy() if monthly else np.zeros(len(index), dtype=np.int64)
-    return [(int(y), int(m)) for y, m in zip(years, months, strict=True)]
-
-
-def _relpath(key: _Key) -> Path:
-    year, month = key
-    if month == 0:
-        return Path(f"year={year:04d}.parquet")
-    return Path(f"year={year:04d}") / f"month={month:02d}.parquet"
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,29 +145,10 @@ class FeatureStore:
         bars_dir = self.bar_store.series_dir(source, symbol, timeframe)
         return self.root / FEATURES_DIR / bars_dir.relative_to(self.root / "bars")
 
-    def _partition_map(self, series_dir: Path, tf: Timeframe) -> dict[_Key, Path]:
-        found: dict[_Key, Path] = {}
-        if not series_dir.is_dir():
-            return found
-        for entry in series_dir.iterdir():
-            if tf.partition == "year":
-                m = _YEAR_FILE_RE.fullmatch(entry.name)
-                if m and entry.is_file():
-                    found[(int(m.group(1)), 0)] = entry
-                continue
-            y = _YEAR_DIR_RE.fullmatch(entry.name)
-            if y is None or not entry.is_dir():
-                continue
-            for sub in entry.iterdir():
-                mm = _MONTH_FILE_RE.fullmatch(sub.name)
-                if mm and 1 <= int(mm.group(1)) <= 12 and sub.is_file():
-                    found[(int(y.group(1)), int(mm.group(1)))] = sub
-        return dict(sorted(found.items()))
-
     def partitions(self, source: str, symbol: str, timeframe: str | Timeframe) -> list[Path]:
         """The series' feature partition files in time order."""
         tf = parse_timeframe(timeframe)
-        return list(self._partition_map(self.series_dir(source, symbol, tf), tf).values())
+        return list(find_partitions(self.series_dir(source, symbol, tf), tf).values())
 
     def read(
         self,
@@ -201,7 +170,7 @@ class FeatureStore:
         hi = None if end is None else parse_timestamp(end, what="end", naive_tz=None)
         frames = [
             _read_partition(path)
-            for path in self._partition_map(self.series_dir(source, symbol, tf), tf).values()
+            for path in find_partitions(self.series_dir(source, symbol, tf), tf).values()
         ]
         if not frames:
             return pd.DataFrame(index=pd.DatetimeIndex([], tz="UTC", name=INDEX_NAME))
@@ -267,16 +236,16 @@ def _to_table(frame: pd.DataFrame, spec_json: str) -> pa.Table:
 class _Stored:
     """What is stored for a series: partition files, row timestamps, fingerprints, offsets."""
 
-    paths: dict[_Key, Path]
+    paths: dict[PartitionKey, Path]
     ts: np.ndarray[Any, np.dtype[np.int64]]
     hashes: np.ndarray[Any, np.dtype[np.uint64]]
-    offsets: dict[_Key, int]  # global row position of each partition's first row
+    offsets: dict[PartitionKey, int]  # global row position of each partition's first row
 
 
-def _load_stored(paths: dict[_Key, Path]) -> _Stored:
+def _load_stored(paths: dict[PartitionKey, Path]) -> _Stored:
     ts: list[np.ndarray[Any, np.dtype[np.int64]]] = []
     hashes: list[np.ndarray[Any, np.dtype[np.uint64]]] = []
-    offsets: dict[_Key, int] = {}
+    offsets: dict[PartitionKey, int] = {}
     position = 0
     for key, path in paths.items():
         part = _read_partition(path, [HASH_COLUMN])
@@ -344,8 +313,9 @@ def update_features(
             raise NoData(f"{series}: no bars stored; load them before computing features")
         ts = pd.DatetimeIndex(bars.index).asi8
         hashes = bar_fingerprints(bars)
-        _clean_temp_files(series_dir)
-        paths = feature_store._partition_map(series_dir, tf)
+        for stale in clean_temp_files(series_dir):
+            logger.info("removed stale temp file %s", stale)
+        paths = find_partitions(series_dir, tf)
         reason = _full_reason(paths, spec_json, parsed)
         stored = _load_stored(paths if reason is None else {})
         start = 0 if reason is not None else _first_difference(stored, ts, hashes)
@@ -397,7 +367,7 @@ def update_features(
     return result
 
 
-def _full_reason(paths: dict[_Key, Path], spec_json: str, spec: FeatureSpec) -> str | None:
+def _full_reason(paths: dict[PartitionKey, Path], spec_json: str, spec: FeatureSpec) -> str | None:
     """Why stored features cannot be continued (None: they can)."""
     if not paths:
         return "no stored features"
@@ -416,7 +386,7 @@ def _full_reason(paths: dict[_Key, Path], spec_json: str, spec: FeatureSpec) -> 
 def _write_partitions(
     series_dir: Path,
     tf: Timeframe,
-    paths: dict[_Key, Path],
+    paths: dict[PartitionKey, Path],
     stored: _Stored,
     start: int,
     rows: pd.DataFrame,
@@ -427,10 +397,7 @@ def _write_partitions(
     ``paths`` are the partitions on disk, ``stored`` what was loaded of them (nothing for a full
     recomputation); partitions left without rows are removed.
     """
-    monthly = tf.partition == "month"
-    groups: dict[_Key, list[int]] = {}
-    for i, key in enumerate(_keys(pd.DatetimeIndex(rows.index), monthly)):
-        groups.setdefault(key, []).append(i)
+    groups = partition_groups(pd.DatetimeIndex(rows.index), tf)
     affected = set(groups)
     if start == 0:
         affected.update(paths)
@@ -441,7 +408,7 @@ def _write_partitions(
     # Newest first: a writer killed midway leaves the partition of `start` old, so the next
     # update sees the same first difference and recomputes everything after it again.
     for key in sorted(affected, reverse=True):
-        path = series_dir / _relpath(key)
+        path = series_dir / partition_relpath(key)
         pieces: list[pd.DataFrame] = []
         if key in stored.offsets and stored.offsets[key] < start:
             old = _read_partition(stored.paths[key])
@@ -460,20 +427,8 @@ def _write_partitions(
     return sorted(written)
 
 
-def _count(stored: _Stored, key: _Key) -> int:
+def _count(stored: _Stored, key: PartitionKey) -> int:
     keys = list(stored.offsets)
     i = keys.index(key)
     end = stored.offsets[keys[i + 1]] if i + 1 < len(keys) else len(stored.ts)
     return end - stored.offsets[key]
-
-
-def _clean_temp_files(series_dir: Path) -> None:
-    # Called under the series lock, so any temp file present belongs to a writer that died.
-    if not series_dir.is_dir():
-        return
-    for d in [series_dir, *(p for p in series_dir.glob("year=*") if p.is_dir())]:
-        for entry in d.iterdir():
-            if _TEMP_RE.fullmatch(entry.name) and entry.is_file():
-                with contextlib.suppress(OSError):
-                    entry.unlink()
-                    logger.info("removed stale temp file %s", entry)

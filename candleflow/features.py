@@ -3,8 +3,8 @@
 A :class:`FeatureSpec` names feature kinds and their windows — ``{"sma": [10, 20], "rsi": [14],
 "macd": [[12, 26, 9]], "bb": [[20, 2]], "vol": [20, [20, 252]]}`` as a mapping or YAML text, or
 ``"default"`` — and :func:`compute_features` computes them for one series, vectorised over rows
-(numpy, and pandas' exponentially weighted mean for the recursions), reporting ``Feature i/N``
-through a progress :class:`~candleflow.progress.Span`. Every column is float64 and aligned to the
+(the array maths is in :mod:`candleflow.indicators`), reporting ``Feature i/N`` through a
+progress :class:`~candleflow.progress.Span`. Every column is float64 and aligned to the
 bars; warm-up rows are NaN, never back-filled. Column names are stable:
 
 =========  ==========================  ==========================================================
@@ -39,13 +39,13 @@ volz       n ≥ 2                       ``volz_n`` = (volume − mean)/σ over 
 =========  ==========================  ==========================================================
 
 Exactness of incremental updates: a windowed feature's value is computed from its window alone,
-summing in a fixed order (``_window_sums``), so it is bit-identical whether the series is computed
-from row 0 or from a later row with ``lookback`` rows of context. A recursive feature (EMA, RSI,
-ATR, MACD) depends on all earlier rows; its recurrence state at a row (``state_columns`` — the
-output itself for EMA/ATR, the Wilder averages for RSI, the two EMAs plus the signal for MACD) is
-kept, and :func:`compute_feature_rows` continues the same recurrence from the state of the row
-before, which reproduces a full recomputation bit for bit. :mod:`candleflow.feature_store` stores
-those states in ``_state_*`` columns beside the values.
+summing in a fixed order (:func:`~candleflow.indicators.window_sums`), so it is bit-identical
+whether the series is computed from row 0 or from a later row with ``lookback`` rows of context.
+A recursive feature (EMA, RSI, ATR, MACD) depends on all earlier rows; its recurrence state at a
+row (``state_columns`` — the output itself for EMA/ATR, the Wilder averages for RSI, the two EMAs
+plus the signal for MACD) is kept, and :func:`compute_feature_rows` continues the same recurrence
+from the state of the row before, which reproduces a full recomputation bit for bit.
+:mod:`candleflow.feature_store` stores those states in ``_state_*`` columns beside the values.
 """
 
 from __future__ import annotations
@@ -56,13 +56,15 @@ import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import numpy as np
 import pandas as pd
 import yaml
 
+from candleflow import indicators
 from candleflow.errors import InvalidRequest
+from candleflow.indicators import F64
 from candleflow.progress import Span
 
 __all__ = [
@@ -79,7 +81,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_F64 = np.ndarray[Any, np.dtype[np.float64]]
 Param = int | float
 
 #: The largest window accepted (the window sums cost window × rows operations).
@@ -100,167 +101,73 @@ def _plain(value: Param) -> Param:
     return int(value) if float(value).is_integer() else float(value)
 
 
-# -- vectorised building blocks -------------------------------------------------------------------
+# -- the kinds: parameters and arrays in, named columns out ---------------------------------------
 
-
-def _nans(n: int) -> _F64:
-    return np.full(n, np.nan, dtype=np.float64)
-
-
-def _window_sums(x: _F64, n: int) -> _F64:
-    """Sum of each full window x[t-n+1..t] at row t (NaN before), added left to right.
-
-    The order of additions depends only on the window, never on where the array starts, so a
-    value is bit-identical in a full and in an incremental computation.
-    """
-    out = _nans(len(x))
-    m = len(x) - n + 1
-    if m <= 0:
-        return out
-    acc = x[:m].copy()
-    for j in range(1, n):
-        acc += x[j : j + m]
-    out[n - 1 :] = acc
-    return out
-
-
-def _rolling_mean(x: _F64, n: int) -> _F64:
-    return _window_sums(x, n) / n
-
-
-def _rolling_std(x: _F64, n: int, ddof: int) -> _F64:
-    """Standard deviation of each full window (two-pass: mean first, then squared deviations)."""
-    out = _nans(len(x))
-    m = len(x) - n + 1
-    if m <= 0:
-        return out
-    mean = _rolling_mean(x, n)[n - 1 :]
-    acc = (x[:m] - mean) ** 2
-    for j in range(1, n):
-        acc += (x[j : j + m] - mean) ** 2
-    out[n - 1 :] = np.sqrt(acc / (n - ddof))
-    return out
-
-
-def _recurse(first: float, x: _F64, alpha: float) -> _F64:
-    """``[first, y1, y2, …]`` with y[i] = α·x[i-1] + (1−α)·y[i-1]; the state is y alone.
-
-    pandas' adjust=False EWM runs exactly this recurrence in compiled code, so continuing from
-    a stored y gives the same bits as running through.
-    """
-    if len(x) == 0:
-        return np.array([first], dtype=np.float64)
-    series = pd.Series(np.concatenate(([first], x)))
-    out: _F64 = series.ewm(alpha=alpha, adjust=False).mean().to_numpy(dtype=np.float64)
-    return out
-
-
-def _ema_full(x: _F64, n: int) -> _F64:
-    out = _nans(len(x))
-    if len(x) >= n:
-        seed = _window_sums(x[:n], n)[-1] / n
-        out[n - 1 :] = _recurse(seed, x[n:], 2.0 / (n + 1))
-    return out
-
-
-def _wilder_full(x: _F64, n: int) -> _F64:
-    """Wilder's average of ``x`` whose first value (index 0) is undefined: defined from row n."""
-    out = _nans(len(x))
-    if len(x) > n:
-        seed = _window_sums(x[1 : n + 1], n)[-1] / n
-        out[n:] = _recurse(seed, x[n + 1 :], 1.0 / n)
-    return out
-
-
-def _ratio(num: _F64, den: _F64) -> _F64:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out: _F64 = np.where(den > 0, num / den, np.nan)
-    return out
-
-
-# -- the kinds -------------------------------------------------------------------------------------
-
-_Arrays = Mapping[str, _F64]
-_Out = dict[str, _F64]
+_Arrays = Mapping[str, F64]
+_Out = dict[str, F64]
 
 
 def _ret(p: tuple[Param, ...], d: _Arrays) -> _Out:
-    k, c = int(p[0]), d["close"]
-    out = _nans(len(c))
-    out[k:] = c[k:] / c[:-k] - 1.0
-    return {f"ret_{k}": out}
+    k = int(p[0])
+    return {f"ret_{k}": indicators.simple_return(d["close"], k)}
 
 
 def _logret(p: tuple[Param, ...], d: _Arrays) -> _Out:
-    k, c = int(p[0]), d["close"]
-    out = _nans(len(c))
-    out[k:] = np.log(c[k:] / c[:-k])
-    return {f"logret_{k}": out}
+    k = int(p[0])
+    return {f"logret_{k}": indicators.log_return(d["close"], k)}
 
 
 def _sma(p: tuple[Param, ...], d: _Arrays) -> _Out:
     n = int(p[0])
-    return {f"sma_{n}": _rolling_mean(d["close"], n)}
+    return {f"sma_{n}": indicators.rolling_mean(d["close"], n)}
 
 
 def _ema(p: tuple[Param, ...], d: _Arrays) -> _Out:
     n = int(p[0])
-    return {f"ema_{n}": _ema_full(d["close"], n)}
+    return {f"ema_{n}": indicators.ema(d["close"], n)}
 
 
 def _ema_next(p: tuple[Param, ...], d: _Arrays, s: Mapping[str, float]) -> _Out:
     n = int(p[0])
     col = f"ema_{n}"
-    return {col: _recurse(s[col], d["close"][1:], 2.0 / (n + 1))[1:]}
+    return {col: indicators.ema_from(s[col], d["close"][1:], n)}
 
 
-def _rsi_out(n: int, ag: _F64, al: _F64) -> _Out:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        # AL = 0 < AG gives RS = inf → 100; 0/0 gives NaN: both follow from the formula.
-        rsi = 100.0 - 100.0 / (1.0 + ag / al)
+def _rsi_out(n: int, ag: F64, al: F64) -> _Out:
     return {
-        f"rsi_{n}": rsi,
+        f"rsi_{n}": indicators.rsi(ag, al),
         f"{STATE_PREFIX}rsi_{n}_avg_gain": ag,
         f"{STATE_PREFIX}rsi_{n}_avg_loss": al,
     }
 
 
-def _gains_losses(c: _F64) -> tuple[_F64, _F64]:
-    change = np.concatenate(([np.nan], np.diff(c)))
-    return np.maximum(change, 0.0), np.maximum(-change, 0.0)
-
-
 def _rsi(p: tuple[Param, ...], d: _Arrays) -> _Out:
     n = int(p[0])
-    gain, loss = _gains_losses(d["close"])
-    return _rsi_out(n, _wilder_full(gain, n), _wilder_full(loss, n))
+    gain, loss = indicators.gains_losses(d["close"])
+    return _rsi_out(n, indicators.wilder(gain, n), indicators.wilder(loss, n))
 
 
 def _rsi_next(p: tuple[Param, ...], d: _Arrays, s: Mapping[str, float]) -> _Out:
     n = int(p[0])
-    gain, loss = _gains_losses(d["close"])
-    ag = _recurse(s[f"{STATE_PREFIX}rsi_{n}_avg_gain"], gain[1:], 1.0 / n)[1:]
-    al = _recurse(s[f"{STATE_PREFIX}rsi_{n}_avg_loss"], loss[1:], 1.0 / n)[1:]
+    gain, loss = indicators.gains_losses(d["close"])
+    ag = indicators.wilder_from(s[f"{STATE_PREFIX}rsi_{n}_avg_gain"], gain[1:], n)
+    al = indicators.wilder_from(s[f"{STATE_PREFIX}rsi_{n}_avg_loss"], loss[1:], n)
     return _rsi_out(n, ag, al)
 
 
-def _true_range(d: _Arrays) -> _F64:
-    h, lo, c = d["high"], d["low"], d["close"]
-    tr = _nans(len(c))
-    prev = c[:-1]
-    tr[1:] = np.maximum(h[1:] - lo[1:], np.maximum(np.abs(h[1:] - prev), np.abs(lo[1:] - prev)))
-    return tr
+def _true_range(d: _Arrays) -> F64:
+    return indicators.true_range(d["high"], d["low"], d["close"])
 
 
 def _atr(p: tuple[Param, ...], d: _Arrays) -> _Out:
     n = int(p[0])
-    return {f"atr_{n}": _wilder_full(_true_range(d), n)}
+    return {f"atr_{n}": indicators.wilder(_true_range(d), n)}
 
 
 def _atr_next(p: tuple[Param, ...], d: _Arrays, s: Mapping[str, float]) -> _Out:
     n = int(p[0])
     col = f"atr_{n}"
-    return {col: _recurse(s[col], _true_range(d)[1:], 1.0 / n)[1:]}
+    return {col: indicators.wilder_from(s[col], _true_range(d)[1:], n)}
 
 
 def _macd_names(p: tuple[Param, ...]) -> tuple[str, str, str, str, str]:
@@ -276,39 +183,34 @@ def _macd_names(p: tuple[Param, ...]) -> tuple[str, str, str, str, str]:
 
 def _macd(p: tuple[Param, ...], d: _Arrays) -> _Out:
     fast, slow, sig = (int(v) for v in p)
-    c = d["close"]
-    ema_fast, ema_slow = _ema_full(c, fast), _ema_full(c, slow)
-    line = ema_fast - ema_slow
-    signal = _nans(len(c))
-    if len(c) >= slow:
-        signal[slow - 1 :] = _ema_full(line[slow - 1 :], sig)
-    names = _macd_names(p)
-    return dict(zip(names, (line, signal, line - signal, ema_fast, ema_slow), strict=True))
+    values = indicators.macd(d["close"], fast, slow, sig)
+    return dict(zip(_macd_names(p), values, strict=True))
 
 
 def _macd_next(p: tuple[Param, ...], d: _Arrays, s: Mapping[str, float]) -> _Out:
     fast, slow, sig = (int(v) for v in p)
     names = _macd_names(p)
-    c = d["close"][1:]
-    ema_fast = _recurse(s[names[3]], c, 2.0 / (fast + 1))[1:]
-    ema_slow = _recurse(s[names[4]], c, 2.0 / (slow + 1))[1:]
-    line = ema_fast - ema_slow
-    signal = _recurse(s[names[1]], line, 2.0 / (sig + 1))[1:]
-    return dict(zip(names, (line, signal, line - signal, ema_fast, ema_slow), strict=True))
+    values = indicators.macd_from(
+        d["close"][1:],
+        fast,
+        slow,
+        sig,
+        prev_fast=s[names[3]],
+        prev_slow=s[names[4]],
+        prev_signal=s[names[1]],
+    )
+    return dict(zip(names, values, strict=True))
 
 
 def _bb(p: tuple[Param, ...], d: _Arrays) -> _Out:
     n, k = int(p[0]), float(p[1])
-    c = d["close"]
     tag = f"{n}_{_name_num(k)}"
-    mid = _rolling_mean(c, n)
-    sd = _rolling_std(c, n, ddof=0)
-    upper, lower = mid + k * sd, mid - k * sd
+    mid, upper, lower, pctb = indicators.bollinger(d["close"], n, k)
     return {
         f"bb_mid_{tag}": mid,
         f"bb_upper_{tag}": upper,
         f"bb_lower_{tag}": lower,
-        f"bb_pctb_{tag}": _ratio(c - lower, upper - lower),
+        f"bb_pctb_{tag}": pctb,
     }
 
 
@@ -317,17 +219,13 @@ def _vol_name(p: tuple[Param, ...]) -> str:
 
 
 def _vol(p: tuple[Param, ...], d: _Arrays) -> _Out:
-    n, c = int(p[0]), d["close"]
-    logret = np.concatenate(([np.nan], np.log(c[1:] / c[:-1])))
-    sd = _rolling_std(logret, n, ddof=1)
-    if len(p) > 1:
-        sd = sd * math.sqrt(float(p[1]))
-    return {_vol_name(p): sd}
+    periods = float(p[1]) if len(p) > 1 else None
+    return {_vol_name(p): indicators.volatility(d["close"], int(p[0]), periods)}
 
 
 def _volz(p: tuple[Param, ...], d: _Arrays) -> _Out:
-    n, v = int(p[0]), d["volume"]
-    return {f"volz_{n}": _ratio(v - _rolling_mean(v, n), _rolling_std(v, n, ddof=1))}
+    n = int(p[0])
+    return {f"volz_{n}": indicators.volume_zscore(d["volume"], n)}
 
 
 # -- parameters --------------------------------------------------------------------------------
@@ -456,11 +354,11 @@ def _one(prefix: str) -> Callable[[_Params], tuple[str, ...]]:
 
 
 def _bb_columns(p: _Params) -> tuple[str, ...]:
-    return tuple(_bb(p, {"close": _nans(0)}))
+    return tuple(_bb(p, {"close": indicators.nans(0)}))
 
 
 def _rsi_state(p: _Params) -> tuple[str, ...]:
-    return tuple(_rsi_out(_n(p), _nans(0), _nans(0)))[1:]
+    return tuple(_rsi_out(_n(p), indicators.nans(0), indicators.nans(0)))[1:]
 
 
 FEATURE_KINDS: Mapping[str, FeatureKind] = {
@@ -697,7 +595,7 @@ DEFAULT_SPEC: Final = parse_feature_spec(
 # -- computing -------------------------------------------------------------------------------------
 
 
-def _input_arrays(bars: pd.DataFrame, spec: FeatureSpec) -> dict[str, _F64]:
+def _input_arrays(bars: pd.DataFrame, spec: FeatureSpec) -> dict[str, F64]:
     if not isinstance(bars, pd.DataFrame):
         raise InvalidRequest(f"bars must be a DataFrame, got {type(bars).__name__}")
     index = bars.index
@@ -716,7 +614,7 @@ def _input_arrays(bars: pd.DataFrame, spec: FeatureSpec) -> dict[str, _F64]:
             f"bars lack column(s) {', '.join(missing)} needed by the features "
             f"({', '.join(f.label for f in spec.features if set(f.inputs) & set(missing))})"
         )
-    arrays: dict[str, _F64] = {}
+    arrays: dict[str, F64] = {}
     for col in spec.inputs:
         values = pd.to_numeric(bars[col], errors="coerce").to_numpy(dtype=np.float64)
         bad = ~np.isfinite(values) if col != "volume" else np.isinf(values)
@@ -755,7 +653,7 @@ def compute_feature_rows(
         raise InvalidRequest(f"start row {start} is outside the {rows:,} bars; use 0..{rows}")
     if span is not None and span.total is None:
         span.set_total(spec.feature_count)
-    out: dict[str, _F64] = {}
+    out: dict[str, F64] = {}
     for feature in spec.features:
         if span is not None:
             span.tracker.cancel_token.raise_if_cancelled()
@@ -769,7 +667,7 @@ def compute_feature_rows(
 
 
 def _compute_one(
-    feature: Feature, data: Mapping[str, _F64], start: int, state: Mapping[str, float] | None
+    feature: Feature, data: Mapping[str, F64], start: int, state: Mapping[str, float] | None
 ) -> _Out:
     kind = FEATURE_KINDS[feature.kind]
     lookback = feature.lookback

@@ -1,16 +1,16 @@
 """The bar store: plain Parquet partitions per series, written atomically under a per-series lock.
 
 Layout (DESIGN §5): ``{root}/bars/{source}/{SYMBOL}/{timeframe}/year=YYYY.parquet``, or
-``.../{timeframe}/year=YYYY/month=MM.parquet`` for ≤5-minute bars, plus ``_meta.json`` and the lock
-file ``.lock`` in each series directory. Every file is written to a temp file in the same
-directory (``.<name>.<pid>.<random>.tmp``, which neither a ``*.parquet`` glob nor pyarrow's dataset
-discovery picks up), fsynced and renamed over the old one, so a reader sees either the previous or
-the new version of a partition, never a torn one. A write rewrites only the partitions its bars
-fall into; each is atomic on its own, and a writer killed between two partitions leaves each one
-old or new, with the metadata updated last. Symbols and sources are checked against a strict
-pattern before they become path parts, input bars are checked (tz-aware index, sane OHLC) before
-anything is written, and a file that cannot be read raises ``StoreCorrupted`` naming it instead
-of being skipped.
+``.../{timeframe}/year=YYYY/month=MM.parquet`` for ≤5-minute bars (:mod:`candleflow.partitions`),
+plus ``_meta.json`` and the lock file ``.lock`` in each series directory. Every file is written
+to a temp file in the same directory (``.<name>.<pid>.<random>.tmp``, which neither a
+``*.parquet`` glob nor pyarrow's dataset discovery picks up), fsynced and renamed over the old
+one, so a reader sees either the previous or the new version of a partition, never a torn one.
+A write rewrites only the partitions its bars fall into; each is atomic on its own, and a writer
+killed between two partitions leaves each one old or new, with the metadata updated last.
+Symbols and sources are checked against a strict pattern before they become path parts, input
+bars are checked (tz-aware index, sane OHLC) before anything is written, and a file that cannot
+be read raises ``StoreCorrupted`` naming it instead of being skipped.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
 
@@ -38,6 +37,14 @@ from candleflow.atomic import atomic_write, json_default, make_dirs
 from candleflow.bars import check_ohlc, empty_bars, normalize_bars
 from candleflow.errors import InvalidRequest, StoreBusy, StoreCorrupted
 from candleflow.models import BAR_COLUMNS, INDEX_NAME, SYMBOL_RE, parse_timestamp
+from candleflow.partitions import (
+    PartitionKey,
+    clean_temp_files,
+    find_partitions,
+    partition_bounds,
+    partition_groups,
+    partition_relpath,
+)
 from candleflow.timeframes import TIMEFRAMES, Timeframe, parse_timeframe
 
 logger = logging.getLogger(__name__)
@@ -52,14 +59,7 @@ _SCHEMA = pa.schema(
     [pa.field(INDEX_NAME, pa.timestamp("ns", tz="UTC"), nullable=False)]
     + [pa.field(c, pa.float64()) for c in BAR_COLUMNS]
 )
-_YEAR_FILE_RE = re.compile(r"year=(\d{4})\.parquet")
-_YEAR_DIR_RE = re.compile(r"year=(\d{4})")
-_MONTH_FILE_RE = re.compile(r"month=(\d{2})\.parquet")
-_TEMP_RE = re.compile(r"\..*\.tmp")
 _URI_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
-
-# (year, month); month is 0 for yearly partitions.
-_PartitionKey = tuple[int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,22 +124,6 @@ def _local_root(root: str | os.PathLike[str]) -> Path:
     return Path(os.path.abspath(os.path.expanduser(text)))
 
 
-def _partition_bounds(key: _PartitionKey) -> tuple[pd.Timestamp, pd.Timestamp]:
-    year, month = key
-    if month == 0:
-        return pd.Timestamp(year, 1, 1, tz="UTC"), pd.Timestamp(year + 1, 1, 1, tz="UTC")
-    start = pd.Timestamp(year, month, 1, tz="UTC")
-    end = pd.Timestamp(year + 1, 1, 1, tz="UTC") if month == 12 else start.replace(month=month + 1)
-    return start, end
-
-
-def _partition_keys(index: pd.DatetimeIndex, monthly: bool) -> np.ndarray[Any, np.dtype[np.int64]]:
-    # One int per row (year*100 + month, or year*100) so grouping is a vectorised np.unique.
-    years = np.asarray(index.year, dtype=np.int64)
-    months = np.asarray(index.month, dtype=np.int64) if monthly else np.zeros_like(years)
-    return years * 100 + months
-
-
 def _empty_bars() -> pd.DataFrame:
     # Same index unit as a non-empty read, so concatenating results never mixes resolutions.
     frame = empty_bars()
@@ -193,37 +177,10 @@ class BarStore:
         tf = parse_timeframe(timeframe)
         return self.series_dir(source, symbol, tf), tf
 
-    @staticmethod
-    def _partition_path(series_dir: Path, key: _PartitionKey) -> Path:
-        year, month = key
-        if month == 0:
-            return series_dir / f"year={year:04d}.parquet"
-        return series_dir / f"year={year:04d}" / f"month={month:02d}.parquet"
-
-    def _partition_map(self, series_dir: Path, tf: Timeframe) -> dict[_PartitionKey, Path]:
-        found: dict[_PartitionKey, Path] = {}
-        if not series_dir.is_dir():
-            return found
-        monthly = tf.partition == "month"
-        for entry in series_dir.iterdir():
-            if not monthly:
-                m = _YEAR_FILE_RE.fullmatch(entry.name)
-                if m and entry.is_file():
-                    found[(int(m.group(1)), 0)] = entry
-                continue
-            y = _YEAR_DIR_RE.fullmatch(entry.name)
-            if y is None or not entry.is_dir():
-                continue
-            for sub in entry.iterdir():
-                mm = _MONTH_FILE_RE.fullmatch(sub.name)
-                if mm and 1 <= int(mm.group(1)) <= 12 and sub.is_file():
-                    found[(int(y.group(1)), int(mm.group(1)))] = sub
-        return dict(sorted(found.items()))
-
     def partitions(self, source: str, symbol: str, timeframe: str | Timeframe) -> list[Path]:
         """The series' partition files in time order (temp files and other names excluded)."""
         series_dir, tf = self._resolve(source, symbol, timeframe)
-        return list(self._partition_map(series_dir, tf).values())
+        return list(find_partitions(series_dir, tf).values())
 
     def series(self) -> list[tuple[str, str, str]]:
         """``(source, symbol, timeframe)`` of every series with a partition or metadata, sorted."""
@@ -241,7 +198,7 @@ class BarStore:
                     tf = TIMEFRAMES.get(tf_dir.name)
                     if tf is None or not tf_dir.is_dir():
                         continue
-                    if (tf_dir / META_FILE).is_file() or self._partition_map(tf_dir, tf):
+                    if (tf_dir / META_FILE).is_file() or find_partitions(tf_dir, tf):
                         out.append((source_dir.name, symbol_dir.name, tf.name))
         return sorted(out)
 
@@ -270,7 +227,7 @@ class BarStore:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def _read_partition(self, path: Path, key: _PartitionKey) -> pd.DataFrame:
+    def _read_partition(self, path: Path, key: PartitionKey) -> pd.DataFrame:
         try:
             with pq.ParquetFile(path) as pf:
                 table = pf.read()
@@ -304,7 +261,7 @@ class BarStore:
             frame = frame.sort_index()
         if frame.index.has_duplicates:
             raise StoreCorrupted(str(path), "duplicate timestamps")
-        lo, hi = _partition_bounds(key)
+        lo, hi = partition_bounds(key)
         if len(frame) and (frame.index[0] < lo or frame.index[-1] >= hi):
             raise StoreCorrupted(
                 str(path),
@@ -340,8 +297,8 @@ class BarStore:
         if lo is not None and hi is not None and lo > hi:
             raise InvalidRequest(f"start {lo} is after end {hi}; swap them")
         frames: list[pd.DataFrame] = []
-        for key, path in self._partition_map(series_dir, tf).items():
-            p_lo, p_hi = _partition_bounds(key)
+        for key, path in find_partitions(series_dir, tf).items():
+            p_lo, p_hi = partition_bounds(key)
             if (hi is not None and p_lo >= hi) or (lo is not None and p_hi <= lo):
                 continue
             frames.append(self._read_partition(path, key))
@@ -432,16 +389,6 @@ class BarStore:
             frame = frame.sort_index()
         return frame
 
-    def _clean_temp_files(self, series_dir: Path) -> None:
-        # Called under the lock, so every temp file present belongs to a writer that died.
-        dirs = [series_dir, *(p for p in series_dir.glob("year=*") if p.is_dir())]
-        for d in dirs:
-            for entry in d.iterdir():
-                if _TEMP_RE.fullmatch(entry.name) and entry.is_file():
-                    with contextlib.suppress(OSError):
-                        entry.unlink()
-                        logger.info("removed stale temp file %s", entry)
-
     def write(
         self,
         source: str,
@@ -465,7 +412,7 @@ class BarStore:
         series_dir, tf = self._resolve(source, symbol, timeframe)
         series = f"{source}/{symbol}/{tf.name}"
         if isinstance(bars, pd.DataFrame) and len(bars) == 0:
-            total = sum(self._row_count(p) for p in self._partition_map(series_dir, tf).values())
+            total = sum(self._row_count(p) for p in find_partitions(series_dir, tf).values())
             return WriteResult(total, total, 0, ())
         frame = self._prepare(bars, series)
         check_ohlc(frame, series)
@@ -476,22 +423,18 @@ class BarStore:
             except (TypeError, ValueError) as exc:
                 raise InvalidRequest(f"{series}: meta is not JSON serialisable ({exc})") from exc
 
-        monthly = tf.partition == "month"
-        codes = _partition_keys(pd.DatetimeIndex(frame.index), monthly)
-        # Sorted index → sorted codes, so np.unique's first-occurrence offsets slice contiguously.
-        uniq, starts = np.unique(codes, return_index=True)
-        bounds = [*starts.tolist(), len(frame)]
         groups = {
-            (int(code) // 100, int(code) % 100): frame.iloc[bounds[i] : bounds[i + 1]]
-            for i, code in enumerate(uniq)
+            key: frame.iloc[rows]
+            for key, rows in partition_groups(pd.DatetimeIndex(frame.index), tf).items()
         }
 
         with self.lock(source, symbol, tf):
-            self._clean_temp_files(series_dir)
-            existing = self._partition_map(series_dir, tf)
+            for stale in clean_temp_files(series_dir):
+                logger.info("removed stale temp file %s", stale)
+            existing = find_partitions(series_dir, tf)
             rows_before = 0
             rows_added = 0
-            merged: dict[_PartitionKey, pd.DataFrame] = {}
+            merged: dict[PartitionKey, pd.DataFrame] = {}
             for key, path in existing.items():
                 if key not in groups:
                     rows_before += self._row_count(path)
@@ -506,13 +449,13 @@ class BarStore:
             # Read everything before writing anything: a corrupt partition stops the write whole.
             written: list[str] = []
             for key, part in merged.items():
-                path = self._partition_path(series_dir, key)
+                path = series_dir / partition_relpath(key)
                 make_dirs(path.parent)
                 atomic_write(path, functools.partial(pq.write_table, _to_table(part)))
                 written.append(str(path))
             rows_after = rows_before + rows_added
 
-            partition_map = self._partition_map(series_dir, tf)
+            partition_map = find_partitions(series_dir, tf)
             first_key, last_key = next(iter(partition_map)), next(reversed(partition_map))
             first = self._edge(partition_map, merged, first_key, first=True)
             last = self._edge(partition_map, merged, last_key, first=False)
@@ -539,9 +482,9 @@ class BarStore:
 
     def _edge(
         self,
-        partition_map: Mapping[_PartitionKey, Path],
-        merged: Mapping[_PartitionKey, pd.DataFrame],
-        key: _PartitionKey,
+        partition_map: Mapping[PartitionKey, Path],
+        merged: Mapping[PartitionKey, pd.DataFrame],
+        key: PartitionKey,
         *,
         first: bool,
     ) -> pd.Timestamp:

@@ -654,16 +654,16 @@ def test_update_result_is_json_ready(
 def test_recursions_continue_from_the_carried_state_instead_of_rerunning_history(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import candleflow.features as features_module
+    import candleflow.indicators as indicators_module
 
-    real = features_module._recurse
+    real = indicators_module._recurse
     lengths: list[int] = []
 
     def spy(first: float, x: np.ndarray, alpha: float) -> np.ndarray:
         lengths.append(len(x))
         return real(first, x, alpha)
 
-    monkeypatch.setattr(features_module, "_recurse", spy)
+    monkeypatch.setattr(indicators_module, "_recurse", spy)
     full = compute_feature_rows(BARS, {"ema": [5], "rsi": [5], "atr": [5], "macd": [[3, 6, 4]]})
     assert max(lengths) > 20
     lengths.clear()
