@@ -260,6 +260,9 @@ def fetch_segments(
 ) -> FetchResult:
     """Stage 6: fetch each segment, retrying transient errors; never stop for one bad segment.
 
+    A segment that still fails after its retries is reported and skipped — except when the
+    source itself stays unreachable (``SourceUnavailable``), which ends the stage.
+
     With ``flush``, fetched bars are handed over every ``flush_every`` segments (so a crash or a
     cancel loses at most the segments in flight) and the result holds only unflushed bars. On
     cancellation the pending bars are flushed before ``Cancelled`` propagates.
@@ -286,6 +289,10 @@ def fetch_segments(
             try:
                 frame = _fetch_with_retry(source, instrument, timeframe, segment, retry, token)
             except (Cancelled, KeyboardInterrupt):
+                raise
+            except SourceUnavailable:
+                # The source is gone, not one segment: stop, keep what was fetched (finally),
+                # and let the run fail so the rerun resumes from the store.
                 raise
             except CandleflowError as exc:
                 logger.warning("%s %s failed: %s", instrument.symbol, detail, exc)

@@ -1,0 +1,23 @@
+"""A loopback IB Gateway simulator speaking the TWS API text protocol (server version 176).
+
+The real ``ib_async``/``ib_insync`` clients run against it unchanged: handshake, connect-time
+requests, contract details, head timestamps, historical bars from the synthetic source, IB's
+pacing rules (time-scaled) and fault injection. ``IBSimulator`` runs it in a background thread;
+``python -m candleflow.ibsim`` (``main``) runs it in the foreground.
+"""
+
+from __future__ import annotations
+
+from candleflow.ibsim.data import HistoricalQuery, IBError, SimulatedData
+from candleflow.ibsim.faults import Faults
+from candleflow.ibsim.server import IBSimulator, SimStats, main
+
+__all__ = [
+    "Faults",
+    "HistoricalQuery",
+    "IBError",
+    "IBSimulator",
+    "SimStats",
+    "SimulatedData",
+    "main",
+]
