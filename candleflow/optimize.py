@@ -1,0 +1,606 @@
+"""Parameter search for a strategy: grid, random and Bayesian (scikit-optimize ask/tell).
+
+:func:`optimize` evaluates parameter sets in batches through an ``evaluate_batch`` callable
+(default: in-process, sharing one :class:`~candleflow.backtest.IndicatorCache` so each indicator
+window is computed once per search; a Prefect flow passes one that fans batches out to tasks) and
+keeps every :class:`Evaluation`. Rules:
+
+* **Space** (:mod:`candleflow.backtest.space`): a mapping of parameter name → :class:`Integer`,
+  :class:`Real` or :class:`Categorical` (a plain list/range is a Categorical); ``fixed``
+  parameters are added to every set. The grid takes every Integer step, every Categorical value
+  and ``grid_points`` values of a Real.
+* **Constraints**: a point is *infeasible* when ``constraint(params)`` is False or the strategy
+  rejects it (e.g. ``sma_cross`` with fast ≥ slow). Grid and random search skip infeasible points
+  without evaluating or counting them (``result.infeasible`` counts them). Bayesian search tells
+  skopt an infeasible point — and a point whose objective is not finite — at the worst objective
+  seen so far (0 before any), so the model learns to avoid it without a backtest; it is not an
+  iteration. (skopt's own ``space_constraint`` is not used: it forces rejection sampling through
+  a Python callback for every acquisition candidate, seconds per ask.)
+* **Iterations** count evaluated feasible points. Random search draws distinct points (stopping
+  early when the space is exhausted); Bayesian search may propose a point twice, which is then
+  answered from memory without a new backtest; the grid evaluates every feasible cell (the first
+  ``iterations`` in grid order when given).
+* **Objective** by name (:data:`OBJECTIVES`), always maximised (``max_drawdown`` is negated); a
+  NaN objective ranks last; ties keep the earlier evaluation.
+* **Split**: with ``split=0.7`` the search runs on the first 70 % of the bars and the top results
+  are re-run on the remaining 30 % (starting flat; indicators are causal), reported side by side.
+* **Batches**: ``batch_size`` points per ``evaluate_batch`` call (Bayesian search asks skopt for
+  that many at once, ``ask(n_points)``, constant-liar), so a task runner can evaluate a batch per
+  task in parallel; the default in-process evaluator runs them one after the other.
+* **Progress**: given a tracker, a stage "optimize" counting iterations (unit "Iteration") whose
+  backtests open candle child spans: "Iteration 5/50 · Candle 7,300/10,000" (given a span, an
+  "optimize" child span instead). **Cancellation** (the tracker's token, or ``cancel_token``)
+  stops the running backtest at its next chunk and returns the best result so far with
+  ``cancelled=True``; an external evaluator is checked between batches.
+* Everything is seeded by ``seed``: the same call gives the same evaluations in the same order.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from candleflow.backtest import (
+    BacktestConfig,
+    Metrics,
+    PreparedBars,
+    StrategySpec,
+    backtest_metrics,
+    get_strategy,
+)
+from candleflow.backtest.space import (
+    Categorical,
+    Dimension,
+    Integer,
+    Real,
+    grid_points,
+    normalise_space,
+    random_point,
+    skopt_space,
+)
+from candleflow.backtest.strategies import ParamValue
+from candleflow.errors import Cancelled, InvalidRequest
+from candleflow.progress import CancelToken, ProgressTracker, Span
+
+__all__ = [
+    "OBJECTIVES",
+    "BatchEvaluator",
+    "Categorical",
+    "Evaluation",
+    "Integer",
+    "OptimizationResult",
+    "Real",
+    "evaluate_params",
+    "objective_value",
+    "optimize",
+]
+
+logger = logging.getLogger(__name__)
+
+Params = dict[str, ParamValue]
+EvaluateBatch = Callable[[Sequence[Params]], Sequence[Metrics]]
+Method = Literal["grid", "random", "bayes"]
+
+#: Objective name → (Metrics field, sign); the search maximises sign × field.
+OBJECTIVES: dict[str, tuple[str, float]] = {
+    "sharpe": ("sharpe", 1.0),
+    "return": ("total_return", 1.0),
+    "total_return": ("total_return", 1.0),
+    "cagr": ("cagr", 1.0),
+    "calmar": ("calmar", 1.0),
+    "final_equity": ("final_equity", 1.0),
+    "win_rate": ("win_rate", 1.0),
+    "profit_factor": ("profit_factor", 1.0),
+    "max_drawdown": ("max_drawdown", -1.0),
+}
+_ESTIMATORS = {"gp": "GP", "forest": "RF", "rf": "RF", "et": "ET", "gbrt": "GBRT"}
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """One evaluated parameter set: in-sample metrics, objective, and out-of-sample metrics when
+    the search used a split (filled for the top results)."""
+
+    params: Mapping[str, ParamValue]
+    metrics: Metrics
+    objective: float
+    out_of_sample: Metrics | None = None
+    out_of_sample_objective: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OptimizationResult:
+    """What a search found: ``evaluations`` in evaluation order, ``best`` (None if nothing was
+    evaluated), the count of skipped infeasible points and whether it was cancelled."""
+
+    method: str
+    strategy: str
+    objective: str
+    evaluations: tuple[Evaluation, ...]
+    best: Evaluation | None
+    iterations: int
+    infeasible: int
+    cancelled: bool
+    seed: int
+    split_bar: int | None = None
+
+    def top(self, n: int = 10) -> list[Evaluation]:
+        """The ``n`` best evaluations, best first (stable: ties keep evaluation order)."""
+        return sorted(self.evaluations, key=lambda e: -_rank(e.objective))[:n]
+
+    def to_frame(self, n: int | None = None) -> pd.DataFrame:
+        """A table of the best ``n`` (all when None): parameters, objective, metrics (and the
+        out-of-sample objective and return when present)."""
+        rows: list[dict[str, Any]] = []
+        for evaluation in self.top(len(self.evaluations) if n is None else n):
+            row: dict[str, Any] = dict(evaluation.params)
+            row["objective"] = evaluation.objective
+            row.update(evaluation.metrics.to_dict())
+            if evaluation.out_of_sample is not None:
+                row["oos_objective"] = evaluation.out_of_sample_objective
+                row["oos_total_return"] = evaluation.out_of_sample.total_return
+                row["oos_sharpe"] = evaluation.out_of_sample.sharpe
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+
+def _rank(value: float) -> float:
+    return value if not math.isnan(value) else -math.inf
+
+
+def objective_value(metrics: Metrics, objective: str) -> float:
+    """The value the search maximises for ``objective`` (see :data:`OBJECTIVES`)."""
+    name, sign = _objective(objective)
+    return sign * float(getattr(metrics, name))
+
+
+def _objective(objective: str) -> tuple[str, float]:
+    try:
+        return OBJECTIVES[objective.strip().lower()]
+    except KeyError:
+        raise InvalidRequest(
+            f"unknown objective {objective!r}: use one of {', '.join(OBJECTIVES)}"
+        ) from None
+
+
+def evaluate_params(
+    bars: pd.DataFrame | PreparedBars,
+    strategy: str | StrategySpec,
+    param_sets: Sequence[Mapping[str, object]],
+    *,
+    config: BacktestConfig | None = None,
+    start: int = 0,
+    stop: int | None = None,
+    timeframe: str | None = None,
+    progress: Span | None = None,
+    cancel_token: CancelToken | None = None,
+) -> list[Metrics]:
+    """Backtest each parameter set on bars ``start``..``stop - 1``, sharing one indicator cache;
+    the one implementation behind every evaluator (a Prefect task calls it for its batch).
+
+    Each backtest opens a candle child span under ``progress``. On cancellation it raises
+    :class:`~candleflow.errors.Cancelled` whose ``partial`` is the list finished so far.
+    """
+    prepared = bars if isinstance(bars, PreparedBars) else PreparedBars.from_frame(bars)
+    results: list[Metrics] = []
+    for params in param_sets:
+        try:
+            metrics = backtest_metrics(
+                prepared,
+                strategy,
+                params,
+                config=config,
+                timeframe=timeframe,
+                start=start,
+                stop=stop,
+                progress=progress,
+                cancel_token=cancel_token,
+            )
+        except Cancelled as exc:
+            raise Cancelled(str(exc), partial=results) from exc
+        results.append(metrics)
+    return results
+
+
+class BatchEvaluator:
+    """The default in-process ``evaluate_batch``: the bars prepared (and their indicators
+    cached) once for the whole search."""
+
+    def __init__(
+        self,
+        bars: pd.DataFrame | PreparedBars,
+        strategy: str | StrategySpec,
+        *,
+        config: BacktestConfig | None = None,
+        start: int = 0,
+        stop: int | None = None,
+        timeframe: str | None = None,
+        progress: Span | None = None,
+        cancel_token: CancelToken | None = None,
+    ) -> None:
+        self.bars = bars if isinstance(bars, PreparedBars) else PreparedBars.from_frame(bars)
+        self.strategy = get_strategy(strategy)
+        self.config = config
+        self.start = start
+        self.stop = stop
+        self.timeframe = timeframe
+        self.progress = progress
+        self.cancel_token = cancel_token
+
+    def __call__(self, param_sets: Sequence[Params]) -> list[Metrics]:
+        return evaluate_params(
+            self.bars,
+            self.strategy,
+            param_sets,
+            config=self.config,
+            start=self.start,
+            stop=self.stop,
+            timeframe=self.timeframe,
+            progress=self.progress,
+            cancel_token=self.cancel_token,
+        )
+
+
+class _Feasibility:
+    def __init__(
+        self,
+        spec: StrategySpec,
+        fixed: Mapping[str, object],
+        constraint: Callable[[Mapping[str, ParamValue]], bool] | None,
+    ) -> None:
+        self.spec = spec
+        self.fixed = dict(fixed)
+        self.constraint = constraint
+
+    def resolve(self, point: Mapping[str, object]) -> Params | None:
+        """The full parameter set, or None when the point is infeasible."""
+        try:
+            params = self.spec.resolve({**self.fixed, **point})
+        except InvalidRequest:
+            return None
+        if self.constraint is not None and not self.constraint(params):
+            return None
+        return params
+
+
+def _key(params: Mapping[str, ParamValue]) -> tuple[tuple[str, ParamValue], ...]:
+    return tuple(sorted(params.items()))
+
+
+class _Search:
+    """Bookkeeping shared by the three methods: memo, best, progress, cancellation."""
+
+    def __init__(
+        self,
+        evaluate: EvaluateBatch,
+        objective: str,
+        span: Span | None,
+        external: bool,
+        token: CancelToken | None,
+    ) -> None:
+        self.evaluate = evaluate
+        self.objective = objective
+        self.span = span
+        self.external = external
+        self.token = token
+        self.evaluations: list[Evaluation] = []
+        self.memo: dict[tuple[tuple[str, ParamValue], ...], Evaluation] = {}
+        self.cancelled = False
+
+    def run(self, batch: Sequence[Params]) -> list[Evaluation]:
+        """Evaluate ``batch`` (memoised); on cancellation keep what finished and set the flag."""
+        if self.token is not None and self.token.cancelled:
+            self.cancelled = True
+            return []
+        fresh = [p for p in batch if _key(p) not in self.memo]
+        unique = list({_key(p): p for p in fresh}.values())
+        try:
+            metrics = list(self.evaluate(unique))
+        except Cancelled as exc:
+            self.cancelled = True
+            metrics = list(exc.partial) if isinstance(exc.partial, list) else []
+            unique = unique[: len(metrics)]
+        for params, m in zip(unique, metrics, strict=True):
+            self.memo[_key(params)] = Evaluation(params, m, objective_value(m, self.objective))
+        done = [self.memo[_key(p)] for p in batch if _key(p) in self.memo]
+        self.evaluations.extend(done)
+        if self.span is not None and (self.external or len(done) > len(unique)):
+            # Backtests run in-process advance the iteration span through their child spans;
+            # memo hits and external evaluators are counted here.
+            self.span.advance(len(done) - (0 if self.external else len(unique)))
+        return done
+
+
+def _grid(
+    search: _Search,
+    dims: Mapping[str, Dimension],
+    feasible: _Feasibility,
+    limit: int | None,
+    batch: int,
+) -> int:
+    infeasible = 0
+    points: list[Params] = []
+    for point in grid_points(dims):
+        params = feasible.resolve(point)
+        if params is None:
+            infeasible += 1
+        elif limit is None or len(points) < limit:
+            points.append(params)
+    if search.span is not None:
+        search.span.set_total(len(points))
+    for i in range(0, len(points), batch):
+        search.run(points[i : i + batch])
+        if search.cancelled:
+            break
+    return infeasible
+
+
+def _random(
+    search: _Search,
+    dims: Mapping[str, Dimension],
+    feasible: _Feasibility,
+    iterations: int,
+    batch: int,
+    seed: int,
+) -> int:
+    rng = np.random.default_rng(seed)
+    seen: set[tuple[tuple[str, ParamValue], ...]] = set()
+    infeasible = 0
+    attempts = 0
+    max_attempts = 100 * iterations
+    remaining = iterations
+    while remaining > 0 and attempts < max_attempts and not search.cancelled:
+        chunk: list[Params] = []
+        while len(chunk) < min(batch, remaining) and attempts < max_attempts:
+            attempts += 1
+            point = random_point(dims, rng)
+            params = feasible.resolve(point)
+            if params is None:
+                infeasible += 1
+            elif _key(params) not in seen:
+                seen.add(_key(params))
+                chunk.append(params)
+        if not chunk:
+            break
+        remaining -= len(search.run(chunk))
+    return infeasible
+
+
+def _bayes(
+    search: _Search,
+    dims: Mapping[str, Dimension],
+    feasible: _Feasibility,
+    iterations: int,
+    batch: int,
+    seed: int,
+    estimator: str,
+    n_initial_points: int | None,
+    acq_func: str,
+    acq_points: int,
+) -> int:
+    from skopt import Optimizer  # type: ignore[import-untyped]
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
+    sk_dims, decode = skopt_space(dims)
+
+    initial = n_initial_points if n_initial_points is not None else max(1, min(10, iterations // 2))
+    optimizer = Optimizer(
+        sk_dims,
+        base_estimator=estimator,
+        n_initial_points=initial,
+        random_state=seed,
+        acq_func=acq_func,
+        # Sampling the acquisition function (rather than L-BFGS restarts) is what keeps one
+        # ask/tell in tens of milliseconds here; integer and categorical spaces want it anyway.
+        acq_optimizer="sampling",
+        acq_optimizer_kwargs={"n_points": acq_points},
+    )
+    infeasible = 0
+    remaining = iterations
+    worst: float | None = None  # the largest (worst) finite value told so far
+    # The GP's matrices are tiny: threaded BLAS only adds contention (10× slower on 2 cores).
+    with threadpool_limits(limits=1, user_api="blas"):
+        while remaining > 0 and not search.cancelled:
+            xs = optimizer.ask(n_points=min(batch, remaining)) if batch > 1 else [optimizer.ask()]
+            resolved = [feasible.resolve(decode(x)) for x in xs]
+            done = search.run([p for p in resolved if p is not None])
+            by_key = {_key(e.params): e for e in done}
+            told: list[tuple[list[Any], float]] = []
+            for x, params in zip(xs, resolved, strict=True):
+                if params is None:
+                    infeasible += 1
+                    told.append((list(x), math.nan))
+                elif (evaluation := by_key.get(_key(params))) is not None:
+                    y = -evaluation.objective if math.isfinite(evaluation.objective) else math.nan
+                    told.append((list(x), y))
+                # else: cancelled before it ran, so nothing is known about it
+            finite = [y for _, y in told if math.isfinite(y)]
+            if finite:
+                worst = max(finite) if worst is None else max(worst, *finite)
+            penalty = worst if worst is not None else 0.0
+            if told:
+                optimizer.tell(
+                    [x for x, _ in told], [penalty if math.isnan(y) else y for _, y in told]
+                )
+            remaining -= len(done)
+            if not done and infeasible > 100 * iterations:
+                break
+    return infeasible
+
+
+def optimize(
+    bars: pd.DataFrame,
+    strategy: str | StrategySpec,
+    space: Mapping[str, object],
+    *,
+    method: Method = "bayes",
+    iterations: int | None = 50,
+    objective: str = "sharpe",
+    fixed: Mapping[str, object] | None = None,
+    constraint: Callable[[Mapping[str, ParamValue]], bool] | None = None,
+    config: BacktestConfig | None = None,
+    split: float | None = None,
+    seed: int = 0,
+    batch_size: int = 1,
+    base_estimator: str = "gp",
+    n_initial_points: int | None = None,
+    acq_func: str = "EI",
+    acq_points: int = 1000,
+    timeframe: str | None = None,
+    evaluate_batch: EvaluateBatch | None = None,
+    progress: ProgressTracker | Span | None = None,
+    cancel_token: CancelToken | None = None,
+    report_top: int = 10,
+) -> OptimizationResult:
+    """Search ``space`` for the parameters of ``strategy`` maximising ``objective`` on ``bars``.
+
+    ``method`` is "grid", "random" or "bayes" (``base_estimator`` "gp" or "forest",
+    ``n_initial_points`` random points first — default min(10, iterations // 2) —, then
+    ``acq_func`` maximised over ``acq_points`` sampled candidates); see the
+    module docstring for constraints, iterations, split, progress and cancellation. With
+    ``evaluate_batch`` given, batches of ``batch_size`` parameter sets go to it (it must evaluate
+    the in-sample range ``[0, split_bar)``; see :class:`BatchEvaluator`), otherwise they run here.
+    """
+    spec = get_strategy(strategy)
+    dims = normalise_space(space)
+    unknown = sorted(set(dims) - {p.name for p in spec.params})
+    if unknown:
+        raise InvalidRequest(
+            f"strategy {spec.name!r} has no parameter {', '.join(unknown)}: "
+            f"use {', '.join(p.name for p in spec.params)}"
+        )
+    _objective(objective)
+    if method not in ("grid", "random", "bayes"):
+        raise InvalidRequest(f"unknown method {method!r}: use grid, random or bayes")
+    if iterations is not None and iterations < 1:
+        raise InvalidRequest(f"iterations={iterations}: use ≥ 1")
+    if method != "grid" and iterations is None:
+        raise InvalidRequest(f"method {method!r} needs a number of iterations")
+    if batch_size < 1:
+        raise InvalidRequest(f"batch_size={batch_size}: use ≥ 1")
+    estimator = _ESTIMATORS.get(base_estimator.strip().lower())
+    if estimator is None:
+        raise InvalidRequest(f"unknown base_estimator {base_estimator!r}: use gp or forest")
+    split_bar: int | None = None
+    if split is not None:
+        if not 0.0 < split < 1.0:
+            raise InvalidRequest(f"split={split}: use the in-sample fraction, 0 < split < 1")
+        split_bar = int(len(bars) * split)
+        if split_bar < 2 or len(bars) - split_bar < 2:
+            raise InvalidRequest(
+                f"split={split} leaves fewer than 2 bars on one side of {len(bars)}"
+            )
+
+    token: CancelToken | None
+    if isinstance(progress, ProgressTracker):
+        token = cancel_token if cancel_token is not None else progress.cancel_token
+        stage: Span | None = progress.stage("optimize", total=iterations, unit="Iteration")
+    else:
+        token = cancel_token
+        if progress is not None:
+            token = token if token is not None else progress.tracker.cancel_token
+        stage = progress.child("optimize", total=iterations, unit="Iteration") if progress else None
+    prepared = PreparedBars.from_frame(bars)
+    evaluator = evaluate_batch or BatchEvaluator(
+        prepared,
+        spec,
+        config=config,
+        stop=split_bar,
+        timeframe=timeframe,
+        progress=stage,
+        cancel_token=token,
+    )
+    search = _Search(evaluator, objective, stage, evaluate_batch is not None, token)
+    feasible = _Feasibility(spec, fixed or {}, constraint)
+
+    with stage if stage is not None else _NullContext():
+        if method == "grid":
+            infeasible = _grid(search, dims, feasible, iterations, batch_size)
+        elif method == "random":
+            assert iterations is not None  # checked above; for the type checker
+            infeasible = _random(search, dims, feasible, iterations, batch_size, seed)
+        else:
+            assert iterations is not None
+            infeasible = _bayes(
+                search,
+                dims,
+                feasible,
+                iterations,
+                batch_size,
+                seed,
+                estimator,
+                n_initial_points,
+                acq_func,
+                acq_points,
+            )
+
+    evaluations = search.evaluations
+    if split_bar is not None and not search.cancelled and evaluations:
+        evaluations = _out_of_sample(
+            evaluations, prepared, spec, config, split_bar, timeframe, objective, report_top
+        )
+    best = max(evaluations, key=lambda e: _rank(e.objective), default=None)
+    if best is not None and math.isnan(best.objective):
+        best = evaluations[0]
+    logger.info(
+        "%s search of %s: %d evaluations, %d infeasible skipped%s",
+        method,
+        spec.name,
+        len(evaluations),
+        infeasible,
+        ", cancelled" if search.cancelled else "",
+    )
+    return OptimizationResult(
+        method=method,
+        strategy=spec.name,
+        objective=objective,
+        evaluations=tuple(evaluations),
+        best=best,
+        iterations=len(evaluations),
+        infeasible=infeasible,
+        cancelled=search.cancelled,
+        seed=seed,
+        split_bar=split_bar,
+    )
+
+
+def _out_of_sample(
+    evaluations: list[Evaluation],
+    bars: PreparedBars,
+    spec: StrategySpec,
+    config: BacktestConfig | None,
+    split_bar: int,
+    timeframe: str | None,
+    objective: str,
+    top: int,
+) -> list[Evaluation]:
+    ranked = sorted(range(len(evaluations)), key=lambda i: -_rank(evaluations[i].objective))
+    chosen = ranked[: max(top, 1)]
+    metrics = evaluate_params(
+        bars,
+        spec,
+        [evaluations[i].params for i in chosen],
+        config=config,
+        start=split_bar,
+        timeframe=timeframe,
+    )
+    updated = list(evaluations)
+    for i, m in zip(chosen, metrics, strict=True):
+        updated[i] = replace(
+            evaluations[i], out_of_sample=m, out_of_sample_objective=objective_value(m, objective)
+        )
+    return updated
+
+
+class _NullContext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
