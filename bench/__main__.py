@@ -1,14 +1,50 @@
-"""``python -m bench`` runs every benchmark in this folder and prints its ratios."""
+"""``python -m bench`` (from the repo root) runs every benchmark and prints its ratios.
+
+Pass names to run a subset: ``python -m bench progress backtest fetch``.
+"""
 
 from __future__ import annotations
 
-from bench import bench_progress
+import sys
+from collections.abc import Callable
 
 
-def main() -> None:
-    print("== progress tracker ==")
+def _progress() -> None:
+    from bench import bench_progress
+
     bench_progress.main()
 
 
+def _backtest() -> None:
+    from bench import bench_backtest
+
+    bench_backtest.main()
+
+
+def _fetch() -> None:
+    from bench import bench_fetch
+
+    bench_fetch.main()
+
+
+BENCHES: dict[str, Callable[[], None]] = {
+    "progress": _progress,
+    "backtest": _backtest,
+    "fetch": _fetch,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    names = (sys.argv[1:] if argv is None else argv) or list(BENCHES)
+    unknown = [n for n in names if n not in BENCHES]
+    if unknown:
+        print(f"unknown benchmark(s) {', '.join(unknown)}: choose from {', '.join(BENCHES)}")
+        return 2
+    for name in names:
+        print(f"== {name} ==", flush=True)
+        BENCHES[name]()
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
