@@ -7,12 +7,19 @@ importing the core never imports Prefect and ``candleflow --help`` stays instant
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
 import sys
 import tempfile
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Annotated
+from types import FrameType
+from typing import Annotated, Any
+from uuid import UUID
 
 import click
 import typer
@@ -31,7 +38,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one error, one line
 
 
 def _out() -> Console:
@@ -79,6 +86,252 @@ def calendars() -> None:
     from candleflow.calendars import calendar_names
 
     _out().print(" ".join(calendar_names()))
+
+
+# ----------------------------------------------------------------------------- loading (Prefect)
+
+
+@app.command()
+def load(
+    symbol: Annotated[str, typer.Argument(help="Ticker symbol, e.g. AAPL.")],
+    timeframe: Annotated[str, typer.Option(help="Bar size: 1m … 1d (see the error for all).")] = (
+        "1h"
+    ),
+    start: Annotated[str | None, typer.Option(help="First date/time (exchange time).")] = None,
+    end: Annotated[str | None, typer.Option(help="Last date (inclusive) or date/time.")] = None,
+    mode: Annotated[str, typer.Option(help="local, tail, backfill or full.")] = "tail",
+    source: Annotated[str, typer.Option(help="synthetic, files or ib.")] = "synthetic",
+    store: Annotated[Path, typer.Option(help="Store root.")] = DEFAULT_STORE,
+    path: Annotated[
+        Path | None, typer.Option(help="CSV/Parquet file or folder (--source files).")
+    ] = None,
+    exchange: Annotated[str, typer.Option(help="Exchange calendar, e.g. XNYS.")] = "XNYS",
+    align: Annotated[str, typer.Option(help="Intraday bar alignment: clock or session.")] = (
+        "clock"
+    ),
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic source.")] = 0,
+    delay: Annotated[float, typer.Option(help="Seconds per synthetic request (demos).")] = 0.0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+) -> int:
+    """Load bars into the store through the load-data flow, with a progress bar.
+
+    Ctrl+C stops cleanly at the next segment: what was fetched is saved (exit code 130).
+    """
+    from candleflow.loading import LoadRequest
+    from candleflow.models import parse_symbol
+    from candleflow.progress import CancelToken, Sink
+    from candleflow.sources.registry import LOCAL_SOURCES, make_source
+
+    # Everything a user can get wrong is checked before Prefect starts (well under a second).
+    parse_symbol(symbol)
+    LoadRequest.parse(
+        symbol, timeframe, start=start, end=end, mode=mode, calendar=exchange, align=align
+    )
+    bar_source = make_source(
+        source, path=None if path is None else str(path), seed=seed, delay=delay
+    )
+    try:
+        if source.strip().lower() in LOCAL_SOURCES:
+            bar_source.validate(symbol, exchange)  # unknown symbols, missing files
+    finally:
+        bar_source.close()
+    _check_store(store)
+
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    from candleflow.progress_rich import RichSink
+    from flows.load_data import load_data
+    from tasks.progress import HoldOnCancel, detach_ephemeral_api, progress_context
+
+    detach_ephemeral_api()  # so that a terminal's Ctrl+C reaches only this process
+    token = CancelToken()
+    sinks: list[Sink] = []
+    with contextlib.ExitStack() as stack:
+        if not quiet:
+            sinks.append(HoldOnCancel(stack.enter_context(RichSink(console=err))))
+        stack.enter_context(_sigint_cancels(token))
+        # A CLI run is short and watched; the heartbeat only adds a second at exit (DESIGN §8).
+        stack.enter_context(temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}))
+        handle = stack.enter_context(progress_context(extra_sinks=sinks, token=token))
+        state = load_data(
+            symbol, timeframe, start=start, end=end, mode=mode, source=source,
+            exchange=exchange, store=str(store), path=None if path is None else str(path),
+            align=align, seed=seed, delay=delay, return_state=True,
+        )  # fmt: skip
+    run = f"flow run {handle.flow_run_id}" if handle.flow_run_id else "flow run"
+    if handle.summary is not None:
+        _print_load_summary(handle.summary)
+    if state.is_cancelled():
+        err.print(f"cancelled: {state.message} ({run})", highlight=False, markup=False)
+        return EXIT_CANCELLED
+    if not state.is_completed():
+        error = state.result(raise_on_failure=False)
+        if isinstance(error, InvalidRequest | UnknownSymbol):
+            raise error
+        err.print(f"error: {state.message} ({run})", highlight=False, markup=False)
+        return EXIT_FAILED
+    summary = handle.summary or {}
+    failed = summary.get("failed_segments") or []
+    if isinstance(failed, list) and failed:
+        err.print(f"warning: {len(failed)} segment(s) failed: " + "; ".join(map(str, failed)),
+                  highlight=False, markup=False)  # fmt: skip
+    return EXIT_OK
+
+
+def _check_store(store: Path) -> None:
+    if store.exists() and not store.is_dir():
+        raise InvalidRequest(f"store {store} is not a directory: give a folder for --store")
+    if store.exists() and not os.access(store, os.R_OK | os.W_OK | os.X_OK):
+        raise InvalidRequest(f"store {store} is not readable and writable: check its permissions")
+
+
+@contextlib.contextmanager
+def _sigint_cancels(token: Any) -> Iterator[None]:
+    """First Ctrl+C sets the cancel token (clean stop, data saved); a second one aborts."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    presses = 0
+
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
+        nonlocal presses
+        presses += 1
+        if presses > 1:
+            raise KeyboardInterrupt
+        token.cancel("interrupted (Ctrl+C)")
+        err.print("cancelling at the next segment… (Ctrl+C again to abort)", markup=False)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _print_load_summary(summary: dict[str, object]) -> None:
+    table = Table(title=f"load {summary['symbol']} {summary['timeframe']} ({summary['mode']})")
+    for col in ("range", "rows added", "rows", "segments", "API calls", "missing", "s"):
+        table.add_column(col, justify="left" if col == "range" else "right")
+    table.add_row(
+        f"{summary['start']} → {summary['end']}",
+        f"{summary['rows_added']:,}", f"{summary['rows_after']:,}", str(summary["segments"]),
+        str(summary["api_calls"]), str(summary["missing_bars_left"]), str(summary["duration_s"]),
+    )  # fmt: skip
+    _out().print(table)
+
+
+def _parse_run_id(run_id: str) -> UUID:
+    try:
+        return UUID(run_id.strip())
+    except ValueError:
+        raise InvalidRequest(
+            f"malformed flow run id {run_id!r}: use the UUID shown by `candleflow runs`"
+        ) from None
+
+
+def _progress_by_run(client: Any, run_ids: Sequence[UUID]) -> dict[UUID, tuple[float, str]]:
+    """The latest progress artifact value and description of each flow run."""
+    from tasks.progress import read_run_progress
+
+    return read_run_progress(client, run_ids)
+
+
+@app.command()
+def runs(
+    limit: Annotated[int, typer.Option(help="How many runs to list (newest first).")] = 20,
+) -> None:
+    """List recent flow runs with their state and progress."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:
+        flow_runs = client.read_flow_runs(sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=limit)
+        progress = _progress_by_run(client, [r.id for r in flow_runs])
+    table = Table(title="flow runs")
+    for col in ("id", "name", "state", "progress", "started", "stage"):
+        table.add_column(col, justify="right" if col == "progress" else "left")
+    for r in flow_runs:
+        pct, description = progress.get(r.id, (None, ""))
+        started = r.start_time or r.expected_start_time
+        table.add_row(
+            str(r.id), r.name, r.state_name or "-", "-" if pct is None else f"{pct:.2f}%",
+            started.strftime("%Y-%m-%d %H:%M:%S") if started else "-", description,
+        )  # fmt: skip
+    _out().print(table)
+
+
+@app.command()
+def watch(
+    run_id: Annotated[str, typer.Argument(help="Flow run id (see `candleflow runs`).")],
+    interval: Annotated[float, typer.Option(help="Seconds between polls (≤ 1).")] = 0.5,
+) -> int:
+    """Follow a flow run's progress artifact until the run ends; exit code = its outcome."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    flow_run_id = _parse_run_id(run_id)
+    interval = min(max(interval, 0.05), 1.0)
+    with get_client(sync_client=True) as client:
+        try:
+            flow_run = client.read_flow_run(flow_run_id)
+        except ObjectNotFound:
+            raise InvalidRequest(f"no flow run {run_id}: see `candleflow runs`") from None
+        bar = Progress(
+            TextColumn("{task.description}", markup=False), BarColumn(),
+            TextColumn("{task.percentage:6.2f}%"),
+            TextColumn("{task.fields[detail]}", markup=False), console=err,
+        )  # fmt: skip
+        with bar:
+            task = bar.add_task(flow_run.name, total=100.0, detail="")
+            while True:
+                pct, detail = _progress_by_run(client, [flow_run_id]).get(flow_run_id, (0.0, ""))
+                bar.update(task, completed=pct, detail=detail)
+                state = flow_run.state
+                if state is not None and state.is_final():
+                    break
+                time.sleep(interval)
+                flow_run = client.read_flow_run(flow_run_id)
+    state_name = flow_run.state_name or "unknown"
+    _out().print(f"{flow_run.name}: {state_name}", highlight=False, markup=False)
+    if state is not None and state.is_completed():
+        return EXIT_OK
+    return EXIT_CANCELLED if state is not None and state.is_cancelled() else EXIT_FAILED
+
+
+@app.command()
+def cancel(
+    run_id: Annotated[str, typer.Argument(help="Flow run id (see `candleflow runs`).")],
+) -> int:
+    """Ask a flow run to stop (state CANCELLING): it saves what it fetched and ends Cancelled."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.responses import SetStateStatus
+    from prefect.exceptions import ObjectNotFound
+    from prefect.states import Cancelling
+
+    flow_run_id = _parse_run_id(run_id)
+    with get_client(sync_client=True) as client:
+        try:
+            flow_run = client.read_flow_run(flow_run_id)
+        except ObjectNotFound:
+            raise InvalidRequest(f"no flow run {run_id}: see `candleflow runs`") from None
+        if flow_run.state is not None and flow_run.state.type in (
+            StateType.CANCELLING,
+            StateType.CANCELLED,
+        ):
+            _out().print(f"{flow_run.name} is already {flow_run.state_name}", markup=False)
+            return EXIT_OK
+        result: Any = client.set_flow_run_state(
+            flow_run_id, Cancelling(message="cancelled with `candleflow cancel`")
+        )
+    if result.status != SetStateStatus.ACCEPT:
+        reason = getattr(result.details, "reason", "") or flow_run.state_name
+        err.print(f"error: cannot cancel {flow_run.name}: {reason}", markup=False)
+        return EXIT_FAILED
+    _out().print(f"{flow_run.name}: cancelling", highlight=False, markup=False)
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

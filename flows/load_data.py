@@ -1,0 +1,210 @@
+"""The ``load_data`` flow: one symbol × timeframe through the eight loading stages (DESIGN §2).
+
+Read it as the pipeline: validate the symbol, find the head timestamp, read the store, analyse the
+gaps, plan segments, fetch them, merge, save. Fetched segments are written to the store as they
+arrive (``flush``), so a crash or a cancel loses at most the segment in flight and a rerun resumes
+from the store. A segment that fails after its retries does not stop the others: the run ends
+Completed with a warning listing them — or Failed when nothing could be fetched. A cancel (the
+Prefect UI/API, ``prefect flow-run cancel``, SIGTERM from a worker, Ctrl+C in the CLI) stops at
+the next segment boundary, saves what was fetched, and ends the run Cancelled.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pandas as pd
+from prefect import flow, get_run_logger
+from prefect.client.schemas.objects import State
+from prefect.states import Cancelled
+
+from candleflow.bars import drop_invalid_bars, empty_bars
+from candleflow.errors import CandleflowError
+from candleflow.gaps import analyze_gaps as final_gaps
+from candleflow.loading import FetchResult, LoadRequest, LoadSummary, stage_plan
+from candleflow.loading import save_bars as write_bars
+from candleflow.models import FetchStats, GapClass, LoadMode
+from candleflow.sources.base import Source
+from candleflow.sources.registry import make_source
+from candleflow.store import BarStore
+from tasks.load import (
+    analyze_gaps,
+    check_head_timestamp,
+    fetch_segments,
+    load_local,
+    merge_bars,
+    plan_segments,
+    save_bars,
+    validate_symbol,
+)
+from tasks.progress import artifact_key, open_run, publish_summary
+
+__all__ = ["StoreFlush", "load_data"]
+
+
+class StoreFlush:
+    """The fetch stage's ``flush``: writes each batch of fetched bars to the store at once."""
+
+    def __init__(self, store: BarStore, source_name: str, request: LoadRequest) -> None:
+        self.store, self.source_name, self.request = store, source_name, request
+        self.frames: list[pd.DataFrame] = []
+        self.rows_added = 0
+
+    def __call__(self, frame: pd.DataFrame) -> None:
+        clean = drop_invalid_bars(frame)
+        result = write_bars(self.store, self.source_name, self.request, clean)
+        self.rows_added += result.rows_added
+        self.frames.append(clean)
+
+    def bars(self, rest: pd.DataFrame) -> pd.DataFrame:
+        """Everything fetched in this run: the flushed batches plus ``rest``."""
+        frames = [f for f in (*self.frames, rest) if len(f)]
+        return pd.concat(frames) if frames else empty_bars()
+
+
+@flow(name="load-data", flow_run_name="load {symbol} {timeframe} {mode}", log_prints=False)
+def load_data(
+    symbol: str,
+    timeframe: str = "1h",
+    start: str | None = None,
+    end: str | None = None,
+    mode: str = "tail",
+    source: str = "synthetic",
+    exchange: str = "XNYS",
+    store: str = "data",
+    path: str | None = None,
+    align: str = "clock",
+    seed: int = 0,
+    delay: float = 0.0,
+) -> dict[str, Any] | State[Any]:
+    """Load ``symbol`` bars of ``timeframe`` from ``source`` into the store at ``store``.
+
+    ``mode`` is local, tail, backfill or full; naive ``start``/``end`` are in the ``exchange``'s
+    time zone and a date-only ``end`` includes that day. ``path`` is the file or folder of the
+    ``files`` source; ``seed`` and ``delay`` (seconds per request) tune the ``synthetic`` one.
+    Returns the load summary as a dict, or a Cancelled state (after saving) when cancelled.
+    """
+    request = LoadRequest.parse(
+        symbol, timeframe, start=start, end=end, mode=mode, calendar=exchange, align=align
+    )
+    bar_store = BarStore(store)
+    key = artifact_key("load", request.symbol, request.timeframe.name)
+    with open_run(f"load {request.label}", stage_plan(request.mode), key=key) as run:
+        bar_source = make_source(
+            source, path=path, seed=seed, delay=delay, cancel_wait=run.token.wait
+        )
+        try:
+            summary = _load(request, bar_source, bar_store)
+        finally:
+            bar_source.close()
+        nothing_fetched = bool(summary.segments) and (
+            len(summary.failed_segments) == summary.segments
+        )
+        if not summary.cancelled and not nothing_fetched:
+            run.tracker.complete()
+        result = summary.to_dict()
+        if run.handle is not None:
+            run.handle.summary = result
+    _publish(key, request, summary)
+    logger = get_run_logger()
+    if summary.failed_segments:
+        logger.warning(
+            "%d of %d segments failed: %s",
+            len(summary.failed_segments),
+            summary.segments,
+            "; ".join(summary.failed_segments),
+        )
+    if summary.cancelled:
+        message = (
+            f"load {request.label} cancelled: {summary.rows_added:,} new bars saved, "
+            f"{summary.missing_bars_left:,} bars still missing"
+        )
+        logger.warning(message)
+        return Cancelled(message=message)
+    if nothing_fetched:
+        raise CandleflowError(
+            f"load {request.label}: none of the {summary.segments} segments could be fetched "
+            f"(first error: {summary.failed_segments[0]})"
+        )
+    return result
+
+
+def _load(request: LoadRequest, source: Source, store: BarStore) -> LoadSummary:
+    """The stages in order (the flow's body, kept apart so the flow reads as set-up + report)."""
+    started = time.monotonic()
+    now = pd.Timestamp.now(tz="UTC")
+    local_only = request.mode is LoadMode.LOCAL
+    head: pd.Timestamp | None = None
+    instrument = None
+    if not local_only:
+        instrument = validate_symbol(source, request)
+        head = check_head_timestamp(source, instrument, request.timeframe)
+    existing = load_local(store, source.name, request)
+    stored = pd.DatetimeIndex(existing.index)
+    plan = analyze_gaps(request, stored, head, now)
+    plan = plan_segments(request, plan, stored)
+    fetched = FetchResult(empty_bars(), FetchStats())
+    flush = StoreFlush(store, source.name, request)
+    cancelled = False
+    merged = existing
+    calls_before = source.api_calls
+    if instrument is not None:
+        state = fetch_segments(
+            source, instrument, request.timeframe, plan.segments, flush=flush, return_state=True
+        )
+        if state.is_cancelled():
+            cancelled = True
+        else:
+            result = state.result()
+            if isinstance(result, FetchResult):
+                fetched = result
+        merged = merge_bars(existing, flush.bars(fetched.bars))
+        meta: dict[str, object] = {
+            "head_timestamp": head.isoformat() if head is not None else None,
+            "last_fetch": now.isoformat(),
+            "api_calls": source.api_calls - calls_before,
+            "fetch_duration_s": round(fetched.stats.duration_s, 3),
+        }
+        written = save_bars(store, source.name, request, fetched.bars, meta)
+        flush.rows_added += written.rows_added
+    report = final_gaps(
+        pd.DatetimeIndex(merged.index), request.calendar, request.timeframe, plan.start, plan.end,
+        head=head, now=now, align=request.align,
+    )  # fmt: skip
+    return LoadSummary(
+        symbol=request.symbol,
+        timeframe=request.timeframe.name,
+        mode=request.mode.value,
+        start=plan.start,
+        end=plan.end,
+        rows_before=len(existing),
+        rows_after=len(merged),
+        rows_added=flush.rows_added,
+        segments=len(plan.segments),
+        api_calls=source.api_calls - calls_before,
+        duration_s=time.monotonic() - started,
+        gaps_left=len(report.missing),
+        missing_bars_left=report.bars(GapClass.MISSING),
+        failed_segments=fetched.errors,
+        cancelled=cancelled,
+    )
+
+
+def _publish(key: str, request: LoadRequest, summary: LoadSummary) -> None:
+    state = "cancelled" if summary.cancelled else "completed"
+    failed = "; ".join(summary.failed_segments) or "none"
+    publish_summary(
+        f"{key}-summary",
+        f"load {request.label} ({request.mode.value}) {state}",
+        [
+            ("range", f"{summary.start.isoformat()} → {summary.end.isoformat()}"),
+            ("rows added", f"{summary.rows_added:,}"),
+            ("rows stored", f"{summary.rows_after:,}"),
+            ("segments", summary.segments),
+            ("API calls", summary.api_calls),
+            ("gaps left", f"{summary.gaps_left} ({summary.missing_bars_left:,} bars missing)"),
+            ("failed segments", failed),
+            ("duration", f"{summary.duration_s:.2f} s"),
+        ],
+    )

@@ -1,0 +1,146 @@
+"""The eight data-loading stages as Prefect tasks (DESIGN §2), one core call each.
+
+Each task opens its progress stage on the running flow's tracker (``tasks.progress``), so the
+progress artifact follows the pipeline stage by stage. Tasks that take frames, sources or stores
+use ``NO_CACHE``: nothing here is worth caching, and hashing a large frame costs more than the
+stage. Only source I/O declares retries: validation and the head timestamp retry on
+``SourceUnavailable``; the fetch task does not retry (segment retries, with backoff and
+cancellation, live in the core, and retrying the task would refetch every segment). No task
+timeouts: Prefect cannot interrupt blocking I/O in a worker thread, so request timeouts belong to
+the source adapters (DESIGN §4.3), and cancellation is cooperative.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pandas as pd
+from prefect import Task, task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State, TaskRun
+from prefect.states import Cancelled
+
+from candleflow import loading
+from candleflow.errors import Cancelled as CancelledError
+from candleflow.errors import SourceUnavailable
+from candleflow.loading import FetchResult, LoadPlan, LoadRequest
+from candleflow.models import Instrument, Segment
+from candleflow.sources.base import Source
+from candleflow.store import BarStore, WriteResult
+from candleflow.timeframes import Timeframe
+from tasks.progress import current_run
+
+__all__ = [
+    "analyze_gaps",
+    "check_head_timestamp",
+    "fetch_segments",
+    "load_local",
+    "merge_bars",
+    "plan_segments",
+    "save_bars",
+    "validate_symbol",
+]
+
+
+def _source_unavailable(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Retry only when the source could not be reached (not for an unknown symbol)."""
+    try:
+        state.result(raise_on_failure=True)
+    except SourceUnavailable:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+_SOURCE_IO: dict[str, Any] = {
+    "cache_policy": NO_CACHE,
+    "retries": 2,
+    "retry_delay_seconds": [1, 5],
+    "retry_condition_fn": _source_unavailable,
+}
+
+
+@task(**_SOURCE_IO)
+def validate_symbol(source: Source, request: LoadRequest) -> Instrument:
+    """Stage 1: the source resolves the instrument."""
+    with current_run().tracker.stage("validate_symbol"):
+        return loading.validate_symbol(source, request)
+
+
+@task(**_SOURCE_IO)
+def check_head_timestamp(
+    source: Source, instrument: Instrument, timeframe: Timeframe
+) -> pd.Timestamp:
+    """Stage 2: the earliest bar the source has."""
+    with current_run().tracker.stage("check_head_timestamp"):
+        return loading.check_head_timestamp(source, instrument, timeframe)
+
+
+@task(cache_policy=NO_CACHE)
+def load_local(store: BarStore, source_name: str, request: LoadRequest) -> pd.DataFrame:
+    """Stage 3: what the store already holds."""
+    with current_run().tracker.stage("load_local"):
+        return loading.load_local(store, source_name, request)
+
+
+@task(cache_policy=NO_CACHE)
+def analyze_gaps(
+    request: LoadRequest, stored: pd.DatetimeIndex, head: pd.Timestamp | None, now: pd.Timestamp
+) -> LoadPlan:
+    """Stage 4: expected bars vs. stored bars over the resolved range."""
+    with current_run().tracker.stage("analyze_gaps"):
+        return loading.analyze_gaps(request, stored, head, now)
+
+
+@task(cache_policy=NO_CACHE)
+def plan_segments(request: LoadRequest, plan: LoadPlan, stored: pd.DatetimeIndex) -> LoadPlan:
+    """Stage 5: the source requests covering the gaps this mode fills."""
+    with current_run().tracker.stage("plan_segments"):
+        return loading.plan_segments(request, plan, stored)
+
+
+@task(cache_policy=NO_CACHE)
+def fetch_segments(
+    source: Source,
+    instrument: Instrument,
+    timeframe: Timeframe,
+    segments: Sequence[Segment],
+    flush: Callable[[pd.DataFrame], None] | None = None,
+) -> FetchResult | State[Any]:
+    """Stage 6: fetch every segment (flushing as it goes); ends Cancelled when the token is set."""
+    run = current_run()
+    try:
+        with run.tracker.stage("fetch_segments", total=len(segments), unit="Segment") as span:
+            return loading.fetch_segments(
+                source, instrument, timeframe, segments, span=span, token=run.token, flush=flush
+            )
+    except CancelledError as exc:
+        return Cancelled(message=str(exc))
+
+
+@task(cache_policy=NO_CACHE)
+def merge_bars(existing: pd.DataFrame, fetched: pd.DataFrame) -> pd.DataFrame:
+    """Stage 7: union with the stored bars, dedup by timestamp (fetched wins), sort."""
+    with current_run().tracker.stage("merge_bars"):
+        return loading.merge_bars(existing, fetched)
+
+
+@task(cache_policy=NO_CACHE)
+def save_bars(
+    store: BarStore,
+    source_name: str,
+    request: LoadRequest,
+    bars: pd.DataFrame,
+    meta: dict[str, object] | None = None,
+) -> WriteResult:
+    """Stage 8: atomic write of the bars not flushed yet, and the series metadata."""
+    with current_run().tracker.stage("save_bars"):
+        if len(bars) or not meta:
+            return loading.save_bars(store, source_name, request, bars, meta)
+        # Everything was flushed while fetching: only the metadata is left to record.
+        stored = store.update_meta(source_name, request.symbol, request.timeframe, **meta)
+        rows = stored.get("rows", 0)
+        count = rows if isinstance(rows, int) else 0
+        return WriteResult(count, count, 0, ())

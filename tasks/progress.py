@@ -1,0 +1,541 @@
+"""The thin adapter between the core's progress/cancellation and Prefect (DESIGN §3).
+
+This is the only module that knows both sides. While a flow runs, :func:`open_run` holds the
+run's :class:`~candleflow.progress.ProgressTracker` and :class:`~candleflow.progress.CancelToken`
+in a context variable (tasks reach them with :func:`current_run`), and wires them to Prefect:
+
+- :class:`ArtifactSink` keeps ONE progress artifact per flow run up to date from the tracker's
+  events — throttled (≥ 0.5 s apart and only on a visible change; the final value always goes
+  out) — with a description carrying the stage and micro-stage, e.g.
+  ``Fetching segment 3/8: 2024-01-01 → 2024-01-31 · 1,250 bars · 4 API calls``;
+- :class:`CancelWatcher` polls the flow run's state and sets the token when it enters CANCELLING
+  (in-process runs are never interrupted by Prefect, DESIGN §8);
+- SIGTERM (how a worker or ``serve`` cancels a deployment run) sets the token instead of raising
+  ``TerminationSignal`` in the middle of a write; a second SIGTERM falls back to Prefect's handler;
+- core loggers (``candleflow.*``) are sent to the run's Prefect logs.
+
+A caller that starts a flow in-process (the CLI, tests) enters :func:`progress_context` first to
+add its own sinks (a Rich bar) and to get a handle with the token it may cancel, the flow run id
+and the final summary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+from uuid import UUID
+
+from candleflow.progress import (
+    CancelToken,
+    ProgressEvent,
+    ProgressTracker,
+    Sink,
+    format_counter,
+    format_duration,
+)
+
+__all__ = [
+    "ArtifactSink",
+    "CancelWatcher",
+    "HoldOnCancel",
+    "RunContext",
+    "RunHandle",
+    "current_run",
+    "describe_event",
+    "detach_ephemeral_api",
+    "open_run",
+    "progress_context",
+    "publish_summary",
+    "read_run_artifacts",
+    "read_run_progress",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Stage name → what the artifact says while it runs.
+STAGE_VERBS: dict[str, str] = {
+    "validate_symbol": "Validating symbol",
+    "check_head_timestamp": "Checking head timestamp",
+    "load_local": "Reading stored bars",
+    "analyze_gaps": "Analyzing gaps",
+    "plan_segments": "Planning segments",
+    "fetch_segments": "Fetching",
+    "merge_bars": "Merging bars",
+    "save_bars": "Saving bars",
+}
+_STOP_STATES = frozenset({"CANCELLING", "CANCELLED"})
+
+
+def describe_event(event: ProgressEvent, percentage: float | None = None) -> str:
+    """The artifact description: stage + micro-stage, bars, API calls (and the end state)."""
+    if event.cancelled:
+        pct = event.percentage if percentage is None else percentage
+        head = f"Cancelled at {pct:.2f}%"
+    elif event.done:
+        head = f"Done in {format_duration(event.elapsed)}"
+    else:
+        verb = STAGE_VERBS.get(event.stage, event.stage.replace("_", " ").capitalize())
+        detail = event.detail
+        if event.stage == "fetch_segments":
+            # "Segment 3/8: …" reads as "Fetching segment 3/8: …".
+            head = f"{verb} {detail[:1].lower()}{detail[1:]}" if detail else f"{verb} segments"
+        else:
+            head = f"{verb}: {detail}" if detail else verb
+    parts = [head]
+    if "rows" in event.counters:
+        parts.append(format_counter("bars", event.counters["rows"]))
+    if "api_calls" in event.counters:
+        parts.append(format_counter("api_calls", event.counters["api_calls"]))
+    if event.counters.get("failed_segments"):
+        parts.append(format_counter("failed_segments", event.counters["failed_segments"]))
+    return " · ".join(parts)
+
+
+# ----------------------------------------------------------------------------- artifact sink
+
+
+class ArtifactSink:
+    """Keeps one Prefect progress artifact in step with a tracker's events.
+
+    The artifact is created on the first event. Later events update it when at least
+    ``min_interval`` seconds passed since the last update *and* what is shown (the percentage to
+    one decimal, or the description) changed; a final (done/cancelled) event always goes out, and
+    :meth:`close` sends the last event if a throttled one is still pending. ``create``/``update``
+    default to Prefect's ``create_progress_artifact``/``update_progress_artifact``.
+    """
+
+    def __init__(
+        self,
+        key: str | None = None,
+        *,
+        min_interval: float = 0.5,
+        create: Callable[..., UUID] | None = None,
+        update: Callable[..., Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+        self.key = key
+        self.artifact_id: UUID | None = None
+        self.updates = 0
+        self._create: Callable[..., Any] = create or create_progress_artifact
+        self._update: Callable[..., Any] = update or update_progress_artifact
+        self._min_interval = min_interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._sent: tuple[float, str] | None = None
+        self._sent_at = -float("inf")
+        self._pending: ProgressEvent | None = None
+        self._final = False
+        self._cancelled_at: float | None = None
+
+    def __call__(self, event: ProgressEvent) -> None:
+        with self._lock:
+            if self._final:
+                return
+            final = event.done or event.cancelled
+            if event.cancelled and self._cancelled_at is None:
+                self._cancelled_at = event.percentage
+            shown = self._shown(event)
+            now = self._clock()
+            if self.artifact_id is not None and not final:
+                if shown == self._sent:
+                    self._pending = None
+                    return
+                if now - self._sent_at < self._min_interval:
+                    self._pending = event
+                    return
+            self._send(event, shown, now)
+            self._final = event.done
+
+    def start(self, description: str) -> None:
+        """Create the artifact at 0 % (so it exists, tied to the flow run, before any stage)."""
+        with self._lock:
+            if self.artifact_id is None:
+                self.artifact_id = self._create(progress=0.0, key=self.key, description=description)
+                self._sent, self._sent_at = (0.0, description), -float("inf")
+
+    def close(self) -> None:
+        """Send the last throttled event, if any (call when the run ends)."""
+        with self._lock:
+            if self._pending is not None and not self._final:
+                event = self._pending
+                self._send(event, self._shown(event), 0.0)
+
+    def _shown(self, event: ProgressEvent) -> tuple[float, str]:
+        # After a cancel the run still merges and saves, and the tracker counts the stopped
+        # stages as done; the artifact keeps showing how far the run got when it was cancelled.
+        pct = self._cancelled_at if self._cancelled_at is not None else event.percentage
+        return round(pct, 1), describe_event(event, pct)
+
+    def _send(self, event: ProgressEvent, shown: tuple[float, str], now: float) -> None:
+        pct = self._cancelled_at if self._cancelled_at is not None else event.percentage
+        progress, description = float(pct), shown[1]
+        if self.artifact_id is None:
+            self.artifact_id = self._create(
+                progress=progress, key=self.key, description=description
+            )
+        else:
+            self._update(self.artifact_id, progress=progress, description=description)
+            self.updates += 1
+        self._sent, self._sent_at, self._pending = shown, now, None
+
+
+class HoldOnCancel:
+    """Wraps a sink: after a cancel, events keep the percentage reached when it came.
+
+    A cancelled run still merges and saves, and the tracker counts the stopped stages as done;
+    a display should show how far the run got, not a near-complete bar.
+    """
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self._held: float | None = None
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if event.cancelled:
+            if self._held is None:
+                self._held = event.percentage
+            event = dataclasses.replace(event, percentage=self._held)
+        self.sink(event)
+
+
+# ----------------------------------------------------------------------------- cancel watcher
+
+
+class CancelWatcher:
+    """A daemon thread that sets ``token`` once the flow run is CANCELLING or CANCELLED.
+
+    ``read_state(flow_run_id)`` returns the state type name; by default it asks the Prefect API.
+    Read errors are logged (once) and polling goes on.
+    """
+
+    def __init__(
+        self,
+        flow_run_id: UUID,
+        token: CancelToken,
+        *,
+        interval: float = 0.5,
+        read_state: Callable[[UUID], str | None] | None = None,
+    ) -> None:
+        self.flow_run_id = flow_run_id
+        self.token = token
+        self.interval = interval
+        self._read_state = read_state
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"candleflow-cancel-watcher-{flow_run_id}", daemon=True
+        )
+
+    def start(self) -> CancelWatcher:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        with contextlib.ExitStack() as stack:
+            read = self._read_state
+            if read is None:
+                from prefect.client.orchestration import get_client
+
+                client = stack.enter_context(get_client(sync_client=True))
+
+                def read(flow_run_id: UUID) -> str | None:
+                    state = client.read_flow_run(flow_run_id).state
+                    return None if state is None else str(state.type.value)
+
+            failed = False
+            while not self._stop.wait(self.interval) and not self.token.cancelled:
+                try:
+                    state_type = read(self.flow_run_id)
+                except Exception:
+                    if not failed:
+                        logger.warning("cannot read the state of flow run %s", self.flow_run_id,
+                                       exc_info=True)  # fmt: skip
+                        failed = True
+                    continue
+                if state_type in _STOP_STATES:
+                    logger.warning("flow run %s is %s: stopping at the next segment boundary",
+                                   self.flow_run_id, state_type)  # fmt: skip
+                    self.token.cancel(f"flow run {self.flow_run_id} was cancelled ({state_type})")
+                    return
+
+
+# ----------------------------------------------------------------------------- run context
+
+
+@dataclass
+class RunHandle:
+    """What an in-process caller shares with the flow run it starts (see progress_context)."""
+
+    token: CancelToken
+    extra_sinks: tuple[Sink, ...] = ()
+    min_interval: float | None = None
+    flow_run_id: UUID | None = None
+    summary: dict[str, object] | None = None
+    started: threading.Event = field(default_factory=threading.Event)
+    finished: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class RunContext:
+    """The running flow's tracker and token (what tasks reach through current_run())."""
+
+    tracker: ProgressTracker
+    token: CancelToken
+    flow_run_id: UUID | None = None
+    artifact: ArtifactSink | None = None
+    handle: RunHandle | None = None
+
+
+_CALLER: contextvars.ContextVar[RunHandle | None] = contextvars.ContextVar(
+    "candleflow_caller", default=None
+)
+_RUN: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
+    "candleflow_run", default=None
+)
+
+
+@contextlib.contextmanager
+def progress_context(
+    *,
+    extra_sinks: Sequence[Sink] = (),
+    token: CancelToken | None = None,
+    min_interval: float | None = None,
+) -> Iterator[RunHandle]:
+    """Enter before calling a flow in-process: its run gets these sinks and this token.
+
+    ``min_interval`` overrides the tracker's event throttle (0 → every event, for tests); the
+    Prefect artifact keeps its own 0.5 s throttle whatever it is.
+    """
+    handle = RunHandle(
+        token=token or CancelToken(), extra_sinks=tuple(extra_sinks), min_interval=min_interval
+    )
+    reset = _CALLER.set(handle)
+    try:
+        yield handle
+    finally:
+        _CALLER.reset(reset)
+
+
+def current_run() -> RunContext:
+    """The running flow's context; outside a flow (``task.fn()`` in tests) a silent one."""
+    run = _RUN.get()
+    if run is None:
+        tracker = ProgressTracker.null()
+        return RunContext(tracker, tracker.cancel_token)
+    return run
+
+
+def _flow_run_id() -> UUID | None:
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    return ctx.flow_run.id if ctx is not None and ctx.flow_run is not None else None
+
+
+def artifact_key(*parts: str) -> str:
+    """A valid artifact key (lowercase letters, digits, dashes) from free text."""
+    text = "-".join(parts).lower()
+    return "-".join("".join(c if c.isalnum() else "-" for c in text).split("-")).strip("-") or "run"
+
+
+@contextlib.contextmanager
+def open_run(
+    operation: str,
+    stages: Sequence[tuple[str, float]],
+    *,
+    key: str | None = None,
+    min_interval: float = 0.25,
+    watch_interval: float = 0.5,
+) -> Iterator[RunContext]:
+    """Set up progress and cancellation for the current flow run (see the module docstring)."""
+    handle = _CALLER.get()
+    token = handle.token if handle is not None else CancelToken()
+    flow_run_id = _flow_run_id()
+    artifact = ArtifactSink(key) if flow_run_id is not None else None
+    sinks: list[Sink] = [artifact] if artifact is not None else []
+    if handle is not None:
+        sinks.extend(handle.extra_sinks)
+        handle.flow_run_id = flow_run_id
+        if handle.min_interval is not None:
+            min_interval = handle.min_interval
+    tracker = ProgressTracker(
+        operation, sinks, stages=stages, min_interval=min_interval, cancel_token=token
+    )
+    run = RunContext(tracker, token, flow_run_id, artifact, handle)
+    reset = _RUN.set(run)
+    with contextlib.ExitStack() as stack:
+        stack.callback(_RUN.reset, reset)
+        if artifact is not None:
+            artifact.start(f"Starting {operation}")
+            stack.callback(artifact.close)
+        stack.enter_context(_sigterm_sets(token))
+        if flow_run_id is not None:
+            stack.enter_context(_core_logs_to_prefect())
+            watcher = CancelWatcher(flow_run_id, token, interval=watch_interval).start()
+            stack.callback(watcher.stop)
+        if handle is not None:
+            handle.started.set()
+            stack.callback(handle.finished.set)
+        yield run
+
+
+@contextlib.contextmanager
+def _sigterm_sets(token: CancelToken) -> Iterator[None]:
+    """While the run lasts, the first SIGTERM sets the token (the run stops at the next segment
+    and saves); a second one hands over to the handler installed before (Prefect's, which raises
+    ``TerminationSignal``)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals only reach the main thread; a watcher still sees API cancels
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    received = 0
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        # Counted, not inferred from the token: a worker cancelling a run first sets the state
+        # (the watcher may already have set the token) and then sends one SIGTERM.
+        nonlocal received
+        received += 1
+        if received > 1 and callable(previous):
+            previous(signum, frame)
+            return
+        logger.warning("SIGTERM received: stopping at the next segment boundary")
+        token.cancel("terminated (SIGTERM)")
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _core_logs_to_prefect() -> Iterator[None]:
+    """Send ``candleflow.*`` records to the run's Prefect logs (unless already configured with
+    ``PREFECT_LOGGING_EXTRA_LOGGERS=candleflow``)."""
+    from prefect.logging.handlers import APILogHandler
+
+    core = logging.getLogger("candleflow")
+    if any(isinstance(h, APILogHandler) for h in core.handlers):
+        yield
+        return
+    handler = APILogHandler()
+    core.addHandler(handler)
+    try:
+        yield
+    finally:
+        core.removeHandler(handler)
+
+
+# ----------------------------------------------------------------------------- ephemeral API
+
+
+def detach_ephemeral_api() -> None:
+    """Start the ephemeral Prefect API (when no PREFECT_API_URL is set) in its own session.
+
+    A terminal's Ctrl+C goes to the whole foreground process group. Prefect starts its ephemeral
+    API server as a plain child, so Ctrl+C would stop the server too, and the flow could neither
+    save its final state nor finish: it hangs on retries. Started here, in a new session, the
+    server only hears the CLI, which cancels cleanly and stops it at exit. Call it before the
+    first flow run of the process; later calls (or a configured API) change nothing.
+    """
+    import subprocess
+
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value() or None in SubprocessASGIServer._instances:
+        return
+
+    class _DetachedServer(SubprocessASGIServer):
+        def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
+            popen = subprocess.Popen
+
+            def in_new_session(*args: Any, **kwargs: Any) -> subprocess.Popen[Any]:
+                return popen(*args, start_new_session=True, **kwargs)
+
+            subprocess.Popen = in_new_session  # type: ignore[assignment, misc]
+            try:
+                return super()._run_uvicorn_command()
+            finally:
+                subprocess.Popen = popen  # type: ignore[misc]
+
+    # Registered as the default (port None) server, which prefect's get_client() then reuses.
+    _DetachedServer().start()
+
+
+# ----------------------------------------------------------------------------- reading back
+
+
+def read_run_artifacts(
+    client: Any, flow_run_ids: Sequence[UUID], types: Sequence[str] = ("progress",)
+) -> list[Any]:
+    """Artifacts of the given flow runs, most recently updated first (a sync Prefect client).
+
+    Goes to the filter endpoint directly: prefect 3.8's ``read_artifacts`` sends unset filters as
+    null (rejected by the API) and an empty task-run filter drops artifacts made by the flow
+    itself, which is where the progress artifact lives.
+    """
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterType,
+    )
+    from prefect.client.schemas.objects import Artifact
+
+    if not flow_run_ids:
+        return []
+    artifact_filter = ArtifactFilter(
+        flow_run_id=ArtifactFilterFlowRunId(any_=list(flow_run_ids)),
+        type=ArtifactFilterType(any_=list(types)),
+    )
+    response = client.request(
+        "POST",
+        "/artifacts/filter",
+        json={
+            "artifacts": artifact_filter.model_dump(mode="json", exclude_unset=True),
+            "limit": 200,
+            "offset": 0,
+            "sort": "UPDATED_DESC",
+        },
+    )
+    return list(Artifact.model_validate_list(response.json()))
+
+
+def read_run_progress(client: Any, flow_run_ids: Sequence[UUID]) -> dict[UUID, tuple[float, str]]:
+    """The progress (0–100) and description of each flow run's progress artifact."""
+    found: dict[UUID, tuple[float, str]] = {}
+    for artifact in read_run_artifacts(client, flow_run_ids):
+        run_id, data = artifact.flow_run_id, artifact.data
+        if run_id is not None and run_id not in found and isinstance(data, int | float):
+            found[run_id] = (float(data), artifact.description or "")
+    return found
+
+
+# ----------------------------------------------------------------------------- summary artifact
+
+
+def publish_summary(key: str, title: str, rows: Sequence[tuple[str, object]]) -> UUID | None:
+    """A markdown artifact with a two-column table of what the run did."""
+    from prefect.artifacts import create_markdown_artifact
+
+    lines = [f"### {title}", "", "| | |", "|---|---|"]
+    for name, value in rows:
+        text = str(value).replace("|", "\\|").replace("\n", "<br>")
+        lines.append(f"| {name} | {text} |")
+    artifact_id = create_markdown_artifact(markdown="\n".join(lines), key=key, description=title)
+    return artifact_id if isinstance(artifact_id, UUID) else None

@@ -1,0 +1,165 @@
+"""The `load-data` deployment from prefect.yaml on a real Prefect server with a process worker.
+
+Separable and slow (~40 s): it starts `prefect server start` on a free 127.0.0.1 port with a
+temporary PREFECT_HOME, creates the work pool, runs `prefect deploy --all` from the checkout,
+starts a process worker there, runs the deployment, reads the progress artifact through the API
+while the run fetches, cancels it through the API (as the UI does) and checks that the run ends
+Cancelled with the fetched bars saved. Deselect with ``-m "not slow"`` or
+``--deselect tests/e2e/test_deployment.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from candleflow.store import BarStore
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+PREFECT = [sys.executable, "-m", "prefect"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait(condition: Callable[[], Any], timeout: float, what: str, step: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A background process in its own session (so its children stop with it)."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            yield proc
+        finally:
+            for sig, grace in ((signal.SIGINT, 15), (signal.SIGKILL, 5)):
+                if proc.poll() is not None:
+                    break
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, sig)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(grace)
+
+
+def test_deployment_runs_on_a_worker_reports_progress_and_cancels_cleanly(tmp_path: Path) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.states import Cancelling
+
+    from tasks.progress import read_run_artifacts
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(
+        PREFECT_HOME=str(tmp_path / "prefect"),
+        PREFECT_API_URL=url,
+        PREFECT_SERVER_API_HOST="127.0.0.1",
+        PREFECT_SERVER_API_PORT=str(port),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_LOGGING_LEVEL="WARNING",
+        PREFECT_WORKER_QUERY_SECONDS="1",
+        CANDLEFLOW_HOME=str(ROOT),
+    )
+    server_cmd = [*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    with _process(server_cmd, env, tmp_path / "server.log") as server:
+        _wait(lambda: _healthy(url) or server.poll() is not None, 90, "the server")
+        assert server.poll() is None, (tmp_path / "server.log").read_text()
+
+        def run(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [*PREFECT, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                timeout=120, check=False,
+            )  # fmt: skip
+
+        pool = run("work-pool", "create", "candleflow", "--type", "process")
+        assert pool.returncode == 0, pool.stdout + pool.stderr
+        deploy = run("--no-prompt", "deploy", "--all")
+        # prefect 3.8.8 creates the deployment, then fails listing the pool's workers (the API
+        # rejects the null limit its client sends); the deployment itself is what counts here.
+        assert "successfully created" in deploy.stdout, deploy.stdout + deploy.stderr
+
+        with (
+            temporary_settings(updates={PREFECT_API_URL: url}),
+            get_client(sync_client=True) as client,
+        ):
+            deployment = client.read_deployment_by_name("load-data/load-data")
+            assert deployment.parameters["source"] == "synthetic"
+            assert deployment.work_pool_name == "candleflow"
+
+            store = tmp_path / "store"
+            worker_cmd = [*PREFECT, "worker", "start", "--pool", "candleflow"]
+            with _process(worker_cmd, env, tmp_path / "worker.log"):
+                flow_run = client.create_flow_run_from_deployment(
+                    deployment.id,
+                    parameters={
+                        "store": str(store), "mode": "full", "start": "2023-01-01",
+                        "end": "2023-12-31", "delay": 0.4,
+                    },
+                )  # fmt: skip
+
+                def fetching() -> Any:
+                    found = read_run_artifacts(client, [flow_run.id])
+                    if found and "Fetching segment" in (found[0].description or ""):
+                        return found[0]
+                    return None
+
+                progress = _wait(fetching, 90, "a progress artifact in the fetch stage")
+                assert 0 < progress.data < 100
+                assert client.read_flow_run(flow_run.id).state.is_running()
+
+                client.set_flow_run_state(flow_run.id, Cancelling(message="test"))
+                cancelled_at = time.monotonic()
+                state = _wait(
+                    lambda: (s := client.read_flow_run(flow_run.id).state).is_final() and s,
+                    30,
+                    "the run to end",
+                )
+                took = time.monotonic() - cancelled_at
+                log = (tmp_path / "worker.log").read_text(errors="replace")
+                assert state.is_cancelled(), f"{state!r}\n{log}"
+                assert took < 10, f"cancel took {took:.1f}s"
+
+            final = read_run_artifacts(client, [flow_run.id])[0]
+            assert (final.description or "").startswith("Cancelled at")
+
+    bars = BarStore(store).read("synthetic", "AAPL", "1h")
+    assert len(bars) > 0, "the segments fetched before the cancel were not saved"
+    assert bars.index.is_monotonic_increasing and not bars.index.has_duplicates
+    assert not [p for p in store.rglob("*") if p.name.endswith(".tmp")]
+    meta = BarStore(store).read_meta("synthetic", "AAPL", "1h")
+    assert meta["rows"] == len(bars)

@@ -1,0 +1,294 @@
+"""The tasks' logic through ``.fn()`` (no Prefect API) and the adapter's parts with fakes."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+from uuid import UUID, uuid4
+
+import pandas as pd
+import pytest
+
+from candleflow import loading
+from candleflow.errors import InvalidRequest, SourceUnavailable
+from candleflow.loading import FetchResult, LoadRequest, stage_plan
+from candleflow.progress import CancelToken, ListSink, ProgressEvent
+from candleflow.sources.registry import make_source
+from candleflow.sources.synthetic import SyntheticSource
+from candleflow.store import BarStore
+from tasks import load as tasks
+from tasks.progress import (
+    ArtifactSink,
+    CancelWatcher,
+    artifact_key,
+    current_run,
+    describe_event,
+    open_run,
+    progress_context,
+)
+
+NOW = pd.Timestamp("2024-07-01", tz="UTC")
+
+
+@pytest.fixture
+def request_() -> LoadRequest:
+    return LoadRequest.parse("AAPL", "1h", start="2024-01-01", end="2024-03-31", mode="full")
+
+
+def _run_all(store: BarStore, request: LoadRequest, source: Any) -> dict[str, Any]:
+    """Every task's function in pipeline order, as the flow calls them."""
+    out: dict[str, Any] = {}
+    out["instrument"] = tasks.validate_symbol.fn(source, request)
+    out["head"] = tasks.check_head_timestamp.fn(source, out["instrument"], request.timeframe)
+    out["existing"] = tasks.load_local.fn(store, source.name, request)
+    stored = pd.DatetimeIndex(out["existing"].index)
+    plan = tasks.analyze_gaps.fn(request, stored, out["head"], NOW)
+    out["plan"] = tasks.plan_segments.fn(request, plan, stored)
+    out["fetched"] = tasks.fetch_segments.fn(
+        source, out["instrument"], request.timeframe, out["plan"].segments
+    )
+    out["merged"] = tasks.merge_bars.fn(out["existing"], out["fetched"].bars)
+    out["written"] = tasks.save_bars.fn(store, source.name, request, out["merged"], {"k": 1})
+    return out
+
+
+def test_each_task_returns_what_its_core_stage_returns(
+    tmp_path: Path, request_: LoadRequest
+) -> None:
+    source = SyntheticSource(seed=3)
+    out = _run_all(BarStore(tmp_path / "a"), request_, source)
+
+    ref_source = SyntheticSource(seed=3)
+    instrument = loading.validate_symbol(ref_source, request_)
+    head = loading.check_head_timestamp(ref_source, instrument, request_.timeframe)
+    empty = pd.DatetimeIndex([], tz="UTC")
+    plan = loading.plan_segments(request_, loading.analyze_gaps(request_, empty, head, NOW), empty)
+    fetched = loading.fetch_segments(ref_source, instrument, request_.timeframe, plan.segments)
+
+    assert out["instrument"] == instrument
+    assert out["head"] == head
+    assert out["existing"].empty
+    assert out["plan"].segments == plan.segments and len(plan.segments) == 3
+    assert isinstance(out["fetched"], FetchResult)
+    pd.testing.assert_frame_equal(out["fetched"].bars, fetched.bars)
+    pd.testing.assert_frame_equal(out["merged"], loading.merge_bars(out["existing"], fetched.bars))
+    assert out["written"].rows_added == len(fetched.bars) > 0
+    assert BarStore(tmp_path / "a").read_meta("synthetic", "AAPL", "1h")["k"] == 1
+
+
+def test_save_bars_with_nothing_left_to_write_still_records_the_metadata(
+    tmp_path: Path, request_: LoadRequest
+) -> None:
+    store = BarStore(tmp_path)
+    bars = SyntheticSource().bars("AAPL", "1h", "2024-01-02", "2024-01-05")
+    store.write("synthetic", "AAPL", "1h", bars)
+    empty = bars.iloc[:0]
+    result = tasks.save_bars.fn(store, "synthetic", request_, empty, {"api_calls": 7})
+    assert result.rows_after == len(bars) and result.rows_added == 0
+    assert store.read_meta("synthetic", "AAPL", "1h")["api_calls"] == 7
+
+
+def test_tasks_report_their_stages_on_the_runs_tracker_in_order(
+    tmp_path: Path, request_: LoadRequest
+) -> None:
+    sink = ListSink()
+    with progress_context(extra_sinks=[sink], min_interval=0), open_run("t", stage_plan("full")):
+        _run_all(BarStore(tmp_path), request_, SyntheticSource())
+        current_run().tracker.complete()
+    stages: list[str] = []
+    for event in sink.events:
+        if event.stage and (not stages or stages[-1] != event.stage):
+            stages.append(event.stage)
+    assert stages == [name for name, _ in stage_plan("full")]
+    assert sink.events[-1].percentage == 100.0
+    assert any(e.detail.startswith("Segment 3/3: ") for e in sink.events)
+
+
+def test_fetch_task_ends_cancelled_and_keeps_what_it_flushed(
+    tmp_path: Path, request_: LoadRequest
+) -> None:
+    token = CancelToken()
+    flushed: list[pd.DataFrame] = []
+
+    def flush(frame: pd.DataFrame) -> None:
+        flushed.append(frame)
+        token.cancel("test")  # cancel right after the first segment is handed over
+
+    source = SyntheticSource()
+    with progress_context(token=token), open_run("t", stage_plan("full")):
+        instrument = tasks.validate_symbol.fn(source, request_)
+        empty = pd.DatetimeIndex([], tz="UTC")
+        plan = tasks.plan_segments.fn(
+            request_, tasks.analyze_gaps.fn(request_, empty, None, NOW), empty
+        )
+        result = tasks.fetch_segments.fn(
+            source, instrument, request_.timeframe, plan.segments, flush=flush
+        )
+    assert not isinstance(result, FetchResult)
+    assert result.is_cancelled()
+    assert len(flushed) == 1 and source.fetch_calls == 1
+
+
+def test_retry_condition_retries_only_an_unreachable_source() -> None:
+    from prefect.states import Failed
+
+    def state(exc: BaseException) -> Any:
+        return Failed(data=exc)
+
+    check = tasks._source_unavailable
+    assert check(None, None, state(SourceUnavailable("down")))  # type: ignore[arg-type]
+    assert not check(None, None, state(InvalidRequest("bad")))  # type: ignore[arg-type]
+    assert tasks.validate_symbol.retries == 2
+    assert tasks.fetch_segments.retries == 0
+
+
+# ----------------------------------------------------------------------------- the adapter
+
+
+def _event(pct: float, **kw: Any) -> ProgressEvent:
+    counters = kw.pop("counters", {})
+    return ProgressEvent("load AAPL 1h", pct, counters=MappingProxyType(counters), **kw)
+
+
+def test_describe_event_carries_stage_micro_stage_bars_and_api_calls() -> None:
+    event = _event(
+        40.0, stage="fetch_segments", stage_index=6, stage_total=8,
+        detail="Segment 3/8: 2024-01-01 → 2024-01-31",
+        counters={"rows": 1250, "api_calls": 4, "failed_segments": 0},
+    )  # fmt: skip
+    assert describe_event(event) == (
+        "Fetching segment 3/8: 2024-01-01 → 2024-01-31 · 1,250 bars · 4 API calls"
+    )
+    assert describe_event(_event(5, stage="load_local")) == "Reading stored bars"
+    assert describe_event(_event(100, done=True, elapsed=3)).startswith("Done in 0:03")
+    assert describe_event(_event(40, cancelled=True)) == "Cancelled at 40.00%"
+
+
+class FakeArtifacts:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, float, str]] = []
+
+    def create(self, *, progress: float, key: str | None, description: str) -> UUID:
+        self.calls.append(("create", progress, description))
+        return uuid4()
+
+    def update(self, artifact_id: UUID, *, progress: float, description: str) -> None:
+        self.calls.append(("update", progress, description))
+
+
+def test_artifact_sink_throttles_sends_only_visible_changes_and_always_the_final_value() -> None:
+    now = [0.0]
+    fake = FakeArtifacts()
+    sink = ArtifactSink("k", create=fake.create, update=fake.update, clock=lambda: now[0])
+    sink.start("Starting")
+    sink(_event(1.0, stage="validate_symbol"))  # visible change, first update: sent
+    now[0] = 0.1
+    sink(_event(2.0, stage="check_head_timestamp"))  # too soon: held back
+    now[0] = 0.7
+    sink(_event(2.0, stage="check_head_timestamp"))  # held one now visible and due: sent
+    now[0] = 1.5
+    sink(_event(2.0, stage="check_head_timestamp"))  # nothing visible changed: not sent
+    now[0] = 1.6
+    sink(_event(50.0, stage="fetch_segments"))  # held back...
+    sink.close()  # ...until the run ends
+    sink(_event(100.0, done=True))  # final: always sent, even right away
+    sink(_event(100.0, done=True))  # after the final event: nothing
+    assert [(c[0], c[1]) for c in fake.calls] == [
+        ("create", 0.0), ("update", 1.0), ("update", 2.0), ("update", 50.0), ("update", 100.0),
+    ]  # fmt: skip
+
+
+def test_artifact_sink_keeps_the_percentage_reached_when_cancelled() -> None:
+    fake = FakeArtifacts()
+    sink = ArtifactSink("k", create=fake.create, update=fake.update, clock=lambda: 0.0)
+    sink(_event(30.0, stage="fetch_segments"))
+    sink(_event(33.0, stage="fetch_segments", cancelled=True))
+    sink(_event(96.0, stage="save_bars", cancelled=True))  # stopped stages count as done
+    sink.close()
+    assert [c[1] for c in fake.calls] == [30.0, 33.0, 33.0]
+    assert fake.calls[-1][2].startswith("Cancelled at 33.00%")
+
+
+def test_cancel_watcher_sets_the_token_when_the_run_is_cancelling() -> None:
+    token = CancelToken()
+    states = iter(["RUNNING", "RUNNING", "CANCELLING"])
+    reads = threading.Event()
+
+    def read_state(flow_run_id: UUID) -> str | None:
+        state = next(states, "CANCELLING")
+        if state == "CANCELLING":
+            reads.set()
+        return state
+
+    watcher = CancelWatcher(uuid4(), token, interval=0.01, read_state=read_state).start()
+    assert reads.wait(5)
+    assert token.wait(5), "the watcher did not cancel the token"
+    watcher.stop()
+    assert "CANCELLING" in token.reason
+
+
+def test_cancel_watcher_survives_read_errors() -> None:
+    token = CancelToken()
+    calls = [0]
+
+    def read_state(flow_run_id: UUID) -> str | None:
+        calls[0] += 1
+        if calls[0] < 3:
+            raise ConnectionError("API down")
+        return "CANCELLED"
+
+    CancelWatcher(uuid4(), token, interval=0.01, read_state=read_state).start()
+    assert token.wait(5)
+
+
+def test_current_run_outside_a_flow_is_silent_and_artifact_keys_are_valid() -> None:
+    run = current_run()
+    assert not run.token.cancelled and run.flow_run_id is None
+    assert artifact_key("load", "BRK.B", "1h") == "load-brk-b-1h"
+
+
+def test_make_source_names_the_valid_sources() -> None:
+    assert make_source("Synthetic", seed=1, path=None).name == "synthetic"
+    with pytest.raises(InvalidRequest, match="synthetic, files, ib"):
+        make_source("yahoo")
+    with pytest.raises(InvalidRequest, match="not available yet"):
+        make_source("ib")
+    with pytest.raises(InvalidRequest, match="needs a path"):
+        make_source("files")
+    with pytest.raises(InvalidRequest, match="does not apply"):
+        make_source("synthetic", path="x.csv")
+
+
+def test_sigterm_during_a_run_sets_the_token_and_a_second_one_goes_to_the_old_handler() -> None:
+    import os
+    import signal
+
+    from tasks.progress import _sigterm_sets
+
+    token = CancelToken()
+    seen: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+    try:
+        with _sigterm_sets(token):
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert token.wait(5), "the first SIGTERM did not cancel the token"
+            assert seen == []
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert wait_until(lambda: seen == [signal.SIGTERM])
+        os.kill(os.getpid(), signal.SIGTERM)  # restored after the run
+        assert wait_until(lambda: len(seen) == 2)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def wait_until(condition: Any, timeout: float = 5.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
