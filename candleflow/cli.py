@@ -7,29 +7,32 @@ importing the core never imports Prefect and ``candleflow --help`` stays instant
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import signal
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Annotated, Any
 from uuid import UUID
 
 import click
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from candleflow import cli_show
+from candleflow.cli_common import (
+    DEFAULT_STORE,
+    EXIT_BAD_INPUT,
+    EXIT_CANCELLED,
+    EXIT_FAILED,
+    EXIT_OK,
+    check_store,
+    err,
+    out,
+    run_flow_in_process,
+)
 from candleflow.errors import Cancelled, CandleflowError, InvalidRequest, UnknownSymbol
-
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
-DEFAULT_STORE = Path("data")
 
 app = typer.Typer(
     name="candleflow",
@@ -38,12 +41,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True, soft_wrap=True)  # one error, one line
-
-
-def _out() -> Console:
-    # Built per call so tests capturing stdout see the output.
-    return Console()
 
 
 @app.command()
@@ -77,7 +74,7 @@ def demo(
             run, f"{s.symbol} {s.timeframe}", f"{s.rows_added:,}", f"{s.rows_after:,}",
             str(s.segments), str(s.api_calls), str(s.missing_bars_left), f"{s.duration_s:.2f}",
         )  # fmt: skip
-    _out().print(table)
+    out().print(table)
 
 
 @app.command()
@@ -85,7 +82,7 @@ def calendars() -> None:
     """List the exchange calendar names accepted by --exchange."""
     from candleflow.calendars import calendar_names
 
-    _out().print(" ".join(calendar_names()))
+    out().print(" ".join(calendar_names()))
 
 
 # ----------------------------------------------------------------------------- loading (Prefect)
@@ -119,7 +116,6 @@ def load(
     """
     from candleflow.loading import LoadRequest
     from candleflow.models import parse_symbol
-    from candleflow.progress import CancelToken, Sink
     from candleflow.sources.registry import LOCAL_SOURCES, make_source
 
     # Everything a user can get wrong is checked before Prefect starts (well under a second).
@@ -135,29 +131,19 @@ def load(
             bar_source.validate(symbol, exchange)  # unknown symbols, missing files
     finally:
         bar_source.close()
-    _check_store(store)
+    check_store(store)
 
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-
-    from candleflow.progress_rich import RichSink
     from flows.load_data import load_data
-    from tasks.progress import HoldOnCancel, detach_ephemeral_api, progress_context
 
-    detach_ephemeral_api()  # so that a terminal's Ctrl+C reaches only this process
-    token = CancelToken()
-    sinks: list[Sink] = []
-    with contextlib.ExitStack() as stack:
-        if not quiet:
-            sinks.append(HoldOnCancel(stack.enter_context(RichSink(console=err))))
-        stack.enter_context(_sigint_cancels(token))
-        # A CLI run is short and watched; the heartbeat only adds a second at exit (DESIGN §8).
-        stack.enter_context(temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}))
-        handle = stack.enter_context(progress_context(extra_sinks=sinks, token=token))
-        state = load_data(
-            symbol, timeframe, start=start, end=end, mode=mode, source=source,
+    state, handle = run_flow_in_process(
+        load_data,
+        dict(
+            symbol=symbol, timeframe=timeframe, start=start, end=end, mode=mode, source=source,
             exchange=exchange, store=str(store), path=None if path is None else str(path),
-            align=align, seed=seed, delay=delay, return_state=True,
-        )  # fmt: skip
+            align=align, seed=seed, delay=delay,
+        ),
+        quiet=quiet,
+    )  # fmt: skip
     run = f"flow run {handle.flow_run_id}" if handle.flow_run_id else "flow run"
     if handle.summary is not None:
         _print_load_summary(handle.summary)
@@ -178,37 +164,6 @@ def load(
     return EXIT_OK
 
 
-def _check_store(store: Path) -> None:
-    if store.exists() and not store.is_dir():
-        raise InvalidRequest(f"store {store} is not a directory: give a folder for --store")
-    if store.exists() and not os.access(store, os.R_OK | os.W_OK | os.X_OK):
-        raise InvalidRequest(f"store {store} is not readable and writable: check its permissions")
-
-
-@contextlib.contextmanager
-def _sigint_cancels(token: Any) -> Iterator[None]:
-    """First Ctrl+C sets the cancel token (clean stop, data saved); a second one aborts."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    presses = 0
-
-    def on_sigint(signum: int, frame: FrameType | None) -> None:
-        nonlocal presses
-        presses += 1
-        if presses > 1:
-            raise KeyboardInterrupt
-        token.cancel("interrupted (Ctrl+C)")
-        err.print("cancelling at the next segment… (Ctrl+C again to abort)", markup=False)
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def _print_load_summary(summary: dict[str, object]) -> None:
     table = Table(title=f"load {summary['symbol']} {summary['timeframe']} ({summary['mode']})")
     for col in ("range", "rows added", "rows", "segments", "API calls", "missing", "s"):
@@ -218,7 +173,7 @@ def _print_load_summary(summary: dict[str, object]) -> None:
         f"{summary['rows_added']:,}", f"{summary['rows_after']:,}", str(summary["segments"]),
         str(summary["api_calls"]), str(summary["missing_bars_left"]), str(summary["duration_s"]),
     )  # fmt: skip
-    _out().print(table)
+    out().print(table)
 
 
 def _parse_run_id(run_id: str) -> UUID:
@@ -258,7 +213,7 @@ def runs(
             str(r.id), r.name, r.state_name or "-", "-" if pct is None else f"{pct:.2f}%",
             started.strftime("%Y-%m-%d %H:%M:%S") if started else "-", description,
         )  # fmt: skip
-    _out().print(table)
+    out().print(table)
 
 
 @app.command()
@@ -294,7 +249,7 @@ def watch(
                 time.sleep(interval)
                 flow_run = client.read_flow_run(flow_run_id)
     state_name = flow_run.state_name or "unknown"
-    _out().print(f"{flow_run.name}: {state_name}", highlight=False, markup=False)
+    out().print(f"{flow_run.name}: {state_name}", highlight=False, markup=False)
     if state is not None and state.is_completed():
         return EXIT_OK
     return EXIT_CANCELLED if state is not None and state.is_cancelled() else EXIT_FAILED
@@ -321,7 +276,7 @@ def cancel(
             StateType.CANCELLING,
             StateType.CANCELLED,
         ):
-            _out().print(f"{flow_run.name} is already {flow_run.state_name}", markup=False)
+            out().print(f"{flow_run.name} is already {flow_run.state_name}", markup=False)
             return EXIT_OK
         result: Any = client.set_flow_run_state(
             flow_run_id, Cancelling(message="cancelled with `candleflow cancel`")
@@ -330,8 +285,13 @@ def cancel(
         reason = getattr(result.details, "reason", "") or flow_run.state_name
         err.print(f"error: cannot cancel {flow_run.name}: {reason}", markup=False)
         return EXIT_FAILED
-    _out().print(f"{flow_run.name}: cancelling", highlight=False, markup=False)
+    out().print(f"{flow_run.name}: cancelling", highlight=False, markup=False)
     return EXIT_OK
+
+
+# Commands living in their own modules register themselves here (no Prefect import at load).
+for _module in (cli_show,):
+    _module.register(app)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

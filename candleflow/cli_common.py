@@ -1,0 +1,91 @@
+"""Plumbing shared by the CLI's command modules: consoles, exit codes, input checks, and running
+a flow in-process with a Rich progress display and Ctrl+C as a clean cancel.
+
+Nothing here imports Prefect at module level: commands import flows lazily, so ``candleflow
+--help`` stays instant and bad input is rejected before Prefect starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from rich.console import Console
+
+from candleflow.errors import InvalidRequest
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
+DEFAULT_STORE = Path("data")
+
+err = Console(stderr=True, soft_wrap=True)  # one error, one line
+
+
+def out() -> Console:
+    # Built per call so tests capturing stdout see the output.
+    return Console()
+
+
+def check_store(store: Path) -> None:
+    """Reject a --store that is not a usable folder (before any work starts)."""
+    if store.exists() and not store.is_dir():
+        raise InvalidRequest(f"store {store} is not a directory: give a folder for --store")
+    if store.exists() and not os.access(store, os.R_OK | os.W_OK | os.X_OK):
+        raise InvalidRequest(f"store {store} is not readable and writable: check its permissions")
+
+
+@contextlib.contextmanager
+def sigint_cancels(token: Any) -> Iterator[None]:
+    """First Ctrl+C sets the cancel token (clean stop, data saved); a second one aborts."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    presses = 0
+
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
+        nonlocal presses
+        presses += 1
+        if presses > 1:
+            raise KeyboardInterrupt
+        token.cancel("interrupted (Ctrl+C)")
+        err.print("cancelling at the next segment… (Ctrl+C again to abort)", markup=False)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def run_flow_in_process(
+    flow_fn: Callable[..., Any], parameters: dict[str, Any], *, quiet: bool = False
+) -> tuple[Any, Any]:
+    """Call ``flow_fn(**parameters)`` here, with Rich progress on stderr and Ctrl+C → cancel.
+
+    Returns ``(final state, progress handle)``; the handle carries the flow run id and the
+    summary the flow published.
+    """
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    from candleflow.progress import CancelToken, Sink
+    from candleflow.progress_rich import RichSink
+    from tasks.progress import HoldOnCancel, detach_ephemeral_api, progress_context
+
+    detach_ephemeral_api()  # so that a terminal's Ctrl+C reaches only this process
+    token = CancelToken()
+    sinks: list[Sink] = []
+    with contextlib.ExitStack() as stack:
+        if not quiet:
+            sinks.append(HoldOnCancel(stack.enter_context(RichSink(console=err))))
+        stack.enter_context(sigint_cancels(token))
+        # A CLI run is short and watched; the heartbeat only adds a second at exit (DESIGN §8).
+        stack.enter_context(temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}))
+        handle = stack.enter_context(progress_context(extra_sinks=sinks, token=token))
+        state = flow_fn(**parameters, return_state=True)
+    return state, handle
