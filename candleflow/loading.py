@@ -219,11 +219,58 @@ def analyze_gaps(
     return LoadPlan(start, end, report, ())
 
 
-def plan_segments(request: LoadRequest, plan: LoadPlan, stored: pd.DatetimeIndex) -> LoadPlan:
-    """Stage 5: IB-compliant requests for the gaps this mode fills, in the mode's order."""
-    first = stored[0] if len(stored) else None
-    last = stored[-1] if len(stored) else None
-    gaps = gaps_for_mode(plan.report.gaps, request.mode, first, last)
+@dataclass(frozen=True, slots=True)
+class Completed:
+    """The range ``[start, end)`` that earlier loads of a series finished cleanly.
+
+    Recorded in the series metadata only by a load that ran every planned segment without a
+    failure, so a cancelled or crashed load leaves it as it was and the next ``tail`` or
+    ``backfill`` still sees the hole the interrupted load left (tail fetches newest first).
+    """
+
+    start: pd.Timestamp | None = None
+    end: pd.Timestamp | None = None
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, object]) -> Completed:
+        def ts(key: str) -> pd.Timestamp | None:
+            value = meta.get(key)
+            return None if value in (None, "") else pd.Timestamp(str(value)).tz_convert("UTC")
+
+        return cls(ts("complete_from"), ts("complete_through"))
+
+    def to_meta(self) -> dict[str, object]:
+        return {
+            "complete_from": None if self.start is None else self.start.isoformat(),
+            "complete_through": None if self.end is None else self.end.isoformat(),
+        }
+
+    def after(self, plan: LoadPlan) -> Completed:
+        """This range extended by a clean load of ``plan`` (bars not yet finished excluded)."""
+        future = [g.start for g in plan.report.gaps if g.kind is GapClass.FUTURE]
+        start, end = plan.start, min([plan.end, *future])
+        if self.start is None or self.end is None or start > self.end or end < self.start:
+            # Disjoint from what was complete: keep whichever reaches further, so an explicit
+            # load of old history never moves the tail anchor back.
+            return self if self.end is not None and self.end > end else Completed(start, end)
+        return Completed(min(start, self.start), max(end, self.end))
+
+
+def read_completed(store: BarStore, source_name: str, request: LoadRequest) -> Completed:
+    """The series' completed range from its metadata (empty when no load has finished)."""
+    return Completed.from_meta(store.read_meta(source_name, request.symbol, request.timeframe))
+
+
+def plan_segments(
+    request: LoadRequest, plan: LoadPlan, completed: Completed | None = None
+) -> LoadPlan:
+    """Stage 5: IB-compliant requests for the gaps this mode fills, in the mode's order.
+
+    ``completed`` is the series' cleanly loaded range (:func:`read_completed`); without it
+    every missing gap is planned.
+    """
+    done = completed or Completed()
+    gaps = gaps_for_mode(plan.report.gaps, request.mode, done.start, done.end)
     grid = expected_bars(
         request.calendar, request.timeframe, plan.start, plan.end, align=request.align
     )
@@ -450,12 +497,13 @@ def run_load(
             head = check_head_timestamp(source, instrument, request.timeframe)
     with tracker.stage("load_local"):
         existing = load_local(store, source.name, request)
+        completed = read_completed(store, source.name, request)
     stored = pd.DatetimeIndex(existing.index)
     tracker.set_counter("rows", 0)
     with tracker.stage("analyze_gaps"):
         plan = analyze_gaps(request, stored, head, now)
     with tracker.stage("plan_segments"):
-        plan = plan_segments(request, plan, stored)
+        plan = plan_segments(request, plan, completed)
     result = FetchResult(empty_bars(), FetchStats())
     cancelled = False
     if not local_only:
@@ -472,12 +520,14 @@ def run_load(
                 existing, store.read(source.name, request.symbol, request.timeframe)
             )
         with tracker.stage("save_bars"):
-            meta = {
+            meta: dict[str, object] = {
                 "head_timestamp": head.isoformat() if head is not None else None,
                 "last_fetch": now.isoformat(),
                 "api_calls": result.stats.api_calls,
                 "fetch_duration_s": round(result.stats.duration_s, 3),
             }
+            if not cancelled and not result.errors:
+                meta.update(completed.after(plan).to_meta())
             store.update_meta(source.name, request.symbol, request.timeframe, **meta)
     else:
         merged = existing

@@ -73,20 +73,23 @@ def _greedy(starts: pd.DatetimeIndex, ends: pd.DatetimeIndex, span: pd.Timedelta
 def gaps_for_mode(
     gaps: Sequence[Gap],
     mode: LoadMode | str,
-    first_stored: pd.Timestamp | None,
-    last_stored: pd.Timestamp | None,
+    complete_from: pd.Timestamp | None,
+    complete_through: pd.Timestamp | None,
 ) -> list[Gap]:
     """The fetchable (``missing``) gaps a load in ``mode`` should fill.
 
-    ``tail`` takes gaps after the last stored bar, ``backfill`` those before the first stored bar,
-    ``full`` every one; with an empty store, every mode but ``local`` takes every gap.
+    ``complete_from``/``complete_through`` bound the range earlier loads finished cleanly
+    (:class:`candleflow.loading.Completed`). ``tail`` takes the gaps reaching past
+    ``complete_through``, ``backfill`` those starting before ``complete_from``, ``full`` every
+    one. Without an anchor — a series no load has finished — every mode but ``local`` takes every
+    gap, which is what lets a cancelled or crashed first load resume where it stopped.
     """
     load_mode = LoadMode.parse(mode)
     fetchable = [g for g in gaps if g.kind is GapClass.MISSING]
     if load_mode is LoadMode.LOCAL:
         return []
-    if load_mode is LoadMode.FULL or first_stored is None or last_stored is None:
-        return fetchable
-    if load_mode is LoadMode.TAIL:
-        return [g for g in fetchable if g.start > last_stored]
-    return [g for g in fetchable if g.end <= first_stored]
+    if load_mode is LoadMode.TAIL and complete_through is not None:
+        return [g for g in fetchable if g.end > complete_through]
+    if load_mode is LoadMode.BACKFILL and complete_from is not None:
+        return [g for g in fetchable if g.start < complete_from]
+    return fetchable

@@ -22,7 +22,7 @@ from prefect.states import Cancelled
 from candleflow.bars import drop_invalid_bars, empty_bars
 from candleflow.errors import CandleflowError
 from candleflow.gaps import analyze_gaps as final_gaps
-from candleflow.loading import FetchResult, LoadRequest, LoadSummary, stage_plan
+from candleflow.loading import FetchResult, LoadRequest, LoadSummary, read_completed, stage_plan
 from candleflow.loading import save_bars as write_bars
 from candleflow.models import FetchStats, GapClass, LoadMode
 from candleflow.sources.base import Source
@@ -141,9 +141,10 @@ def _load(request: LoadRequest, source: Source, store: BarStore) -> LoadSummary:
         instrument = validate_symbol(source, request)
         head = check_head_timestamp(source, instrument, request.timeframe)
     existing = load_local(store, source.name, request)
+    completed = read_completed(store, source.name, request)
     stored = pd.DatetimeIndex(existing.index)
     plan = analyze_gaps(request, stored, head, now)
-    plan = plan_segments(request, plan, stored)
+    plan = plan_segments(request, plan, completed)
     fetched = FetchResult(empty_bars(), FetchStats())
     flush = StoreFlush(store, source.name, request)
     cancelled = False
@@ -166,6 +167,8 @@ def _load(request: LoadRequest, source: Source, store: BarStore) -> LoadSummary:
             "api_calls": source.api_calls - calls_before,
             "fetch_duration_s": round(fetched.stats.duration_s, 3),
         }
+        if not cancelled and not fetched.errors:
+            meta.update(completed.after(plan).to_meta())
         written = save_bars(store, source.name, request, fetched.bars, meta)
         flush.rows_added += written.rows_added
     report = final_gaps(

@@ -95,10 +95,12 @@ def analyze_gaps(
 
 
 @task(cache_policy=NO_CACHE)
-def plan_segments(request: LoadRequest, plan: LoadPlan, stored: pd.DatetimeIndex) -> LoadPlan:
+def plan_segments(
+    request: LoadRequest, plan: LoadPlan, completed: loading.Completed | None = None
+) -> LoadPlan:
     """Stage 5: the source requests covering the gaps this mode fills."""
     with current_run().tracker.stage("plan_segments"):
-        return loading.plan_segments(request, plan, stored)
+        return loading.plan_segments(request, plan, completed)
 
 
 @task(cache_policy=NO_CACHE)

@@ -151,3 +151,51 @@ def test_a_date_only_end_includes_the_whole_day_in_exchange_time() -> None:
     assert request.end == pd.Timestamp("2024-03-02 05:00", tz="UTC")
     timed = LoadRequest.parse("AAPL", "1h", start="2024-03-01", end="2024-03-01 12:00")
     assert timed.end == pd.Timestamp("2024-03-01 17:00", tz="UTC")
+
+
+def _cancel_after(n: int, token: CancelToken, fetched: list[Segment]) -> SyntheticSource:
+    def fail(segment: Segment) -> None:
+        fetched.append(segment)
+        if len(fetched) == n:
+            token.cancel("stop")
+
+    return SyntheticSource(seed=3, fail=fail)
+
+
+@pytest.mark.parametrize("earlier_clean_load", [False, True])
+def test_a_cancelled_tail_resumes_the_hole_it_left_behind(
+    tmp_path: Path, earlier_clean_load: bool
+) -> None:
+    store = BarStore(tmp_path)
+    if earlier_clean_load:  # Jan-Feb loaded cleanly, so the tail anchor is the end of February
+        first = LoadRequest.parse("AAPL", "1h", start="2024-01-01", end="2024-02-29", mode="full")
+        run_load(first, SyntheticSource(seed=3), store, now=NOW)
+    request = LoadRequest.parse("AAPL", "1h", start="2024-01-01", end="2024-06-30", mode="tail")
+    token, fetched = CancelToken(), []
+    source = _cancel_after(2, token, fetched)
+    with pytest.raises(Cancelled):
+        run_load(request, source, store, tracker=_tracker(request, ListSink(), token), now=NOW)
+    assert fetched[0].start > fetched[1].start  # tail goes newest first: the hole is older
+
+    rerun = SyntheticSource(seed=3)
+    summary = run_load(request, rerun, store, now=NOW)
+    assert summary.missing_bars_left == 0 and rerun.fetch_calls > 0
+    grid = expected_bars("XNYS", "1h", request.start, request.end)  # type: ignore[arg-type]
+    assert store.read("synthetic", "AAPL", "1h").index.equals(grid.starts)
+    # and once complete, a further tail has nothing to do
+    idle = SyntheticSource(seed=3)
+    assert run_load(request, idle, store, now=NOW).segments == 0 and idle.fetch_calls == 0
+
+
+def test_a_load_with_failed_segments_does_not_advance_the_completed_range(tmp_path: Path) -> None:
+    store = BarStore(tmp_path)
+    request = _request()
+    bad = SyntheticSource(seed=3, fail=lambda s: NoData("no") if s.start.month == 3 else None)
+    run_load(request, bad, store, now=NOW, retry=RetryPolicy(retries=0))
+    assert store.read_meta("synthetic", "AAPL", "1h").get("complete_through") is None
+    tail = SyntheticSource(seed=3)
+    summary = run_load(
+        LoadRequest.parse("AAPL", "1h", start="2024-01-01", end="2024-06-30", mode="tail"),
+        tail, store, now=NOW,
+    )  # fmt: skip
+    assert tail.fetch_calls == 1 and summary.missing_bars_left == 0  # March is retried

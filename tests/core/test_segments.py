@@ -109,6 +109,12 @@ def test_gaps_for_mode(mode: str, expected: list[str]) -> None:
         "inner": _gap("2024-02-02", "2024-02-03"),
         "late": _gap("2024-03-02", "2024-03-03"),
     }
-    first, last = pd.Timestamp("2024-01-10", tz="UTC"), pd.Timestamp("2024-03-01", tz="UTC")
-    chosen = gaps_for_mode(list(gaps.values()), mode, first, last)
+    done_from, done_through = (
+        pd.Timestamp("2024-01-10", tz="UTC"),
+        pd.Timestamp("2024-03-01", tz="UTC"),
+    )
+    chosen = gaps_for_mode(list(gaps.values()), mode, done_from, done_through)
     assert chosen == [gaps[k] for k in expected]
+    # a series no load has finished yet: every mode but local fills every gap
+    unanchored = gaps_for_mode(list(gaps.values()), mode, None, None)
+    assert unanchored == ([] if mode == "local" else list(gaps.values()))

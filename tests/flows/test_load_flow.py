@@ -44,7 +44,7 @@ def _planned_segments(start: str, end: str) -> list[Segment]:
     head = source.head_timestamp(source.validate(SYMBOL), request.timeframe)
     empty = pd.DatetimeIndex([], tz="UTC")
     plan = analyze_gaps(request, empty, head, pd.Timestamp.now(tz="UTC"))
-    return list(plan_segments(request, plan, empty).segments)
+    return list(plan_segments(request, plan).segments)
 
 
 def _stored(store: Path) -> pd.DataFrame:

@@ -45,7 +45,9 @@ def _run_all(store: BarStore, request: LoadRequest, source: Any) -> dict[str, An
     out["existing"] = tasks.load_local.fn(store, source.name, request)
     stored = pd.DatetimeIndex(out["existing"].index)
     plan = tasks.analyze_gaps.fn(request, stored, out["head"], NOW)
-    out["plan"] = tasks.plan_segments.fn(request, plan, stored)
+    out["plan"] = tasks.plan_segments.fn(
+        request, plan, loading.read_completed(store, source.name, request)
+    )
     out["fetched"] = tasks.fetch_segments.fn(
         source, out["instrument"], request.timeframe, out["plan"].segments
     )
@@ -64,7 +66,7 @@ def test_each_task_returns_what_its_core_stage_returns(
     instrument = loading.validate_symbol(ref_source, request_)
     head = loading.check_head_timestamp(ref_source, instrument, request_.timeframe)
     empty = pd.DatetimeIndex([], tz="UTC")
-    plan = loading.plan_segments(request_, loading.analyze_gaps(request_, empty, head, NOW), empty)
+    plan = loading.plan_segments(request_, loading.analyze_gaps(request_, empty, head, NOW))
     fetched = loading.fetch_segments(ref_source, instrument, request_.timeframe, plan.segments)
 
     assert out["instrument"] == instrument
@@ -120,9 +122,7 @@ def test_fetch_task_ends_cancelled_and_keeps_what_it_flushed(
     with progress_context(token=token), open_run("t", stage_plan("full")):
         instrument = tasks.validate_symbol.fn(source, request_)
         empty = pd.DatetimeIndex([], tz="UTC")
-        plan = tasks.plan_segments.fn(
-            request_, tasks.analyze_gaps.fn(request_, empty, None, NOW), empty
-        )
+        plan = tasks.plan_segments.fn(request_, tasks.analyze_gaps.fn(request_, empty, None, NOW))
         result = tasks.fetch_segments.fn(
             source, instrument, request_.timeframe, plan.segments, flush=flush
         )
