@@ -27,10 +27,17 @@ def _fetch() -> None:
     bench_fetch.main()
 
 
+def _flow() -> None:
+    from bench import bench_flow
+
+    bench_flow.main()
+
+
 BENCHES: dict[str, Callable[[], None]] = {
     "progress": _progress,
     "backtest": _backtest,
     "fetch": _fetch,
+    "flow": _flow,
 }
 
 
