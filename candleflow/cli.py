@@ -20,7 +20,7 @@ import click
 import typer
 from rich.table import Table
 
-from candleflow import cli_show
+from candleflow import cli_ib, cli_show
 from candleflow.cli_common import (
     DEFAULT_STORE,
     EXIT_BAD_INPUT,
@@ -52,29 +52,46 @@ def demo(
     timeframes: Annotated[str, typer.Option(help="Comma-separated timeframes.")] = "1d,1h",
     start: Annotated[str, typer.Option(help="First date (exchange time).")] = "2024-01-01",
     end: Annotated[str, typer.Option(help="Last date, inclusive.")] = "2024-12-31",
+    source: Annotated[
+        str, typer.Option(help="ib (through the IB Gateway simulator) or synthetic.")
+    ] = "ib",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
-    """Run the offline demo: load synthetic bars into a store, twice, and report what happened."""
+    """Run the offline demo: load bars into a store, twice, and report what happened.
+
+    With --source ib (the default) it starts the IB Gateway simulator on a free loopback port and
+    loads through the real IB path (ib_async, TWS protocol, pacing), then stops it.
+    """
     from candleflow.demo import run_demo
 
+    if source.strip().lower() == "ib":
+        cli_ib.quiet_client_logs()
     root = store or Path(tempfile.mkdtemp(prefix="candleflow-demo-"))
-    summaries = run_demo(
+    result = run_demo(
         root,
+        source=source,
         symbols=[s for s in symbols.split(",") if s],
         timeframes=[t for t in timeframes.split(",") if t],
         start=start,
         end=end,
         progress=not quiet and sys.stderr.isatty(),
     )
-    table = Table(title=f"candleflow demo · store {root}")
+    table = Table(title=f"candleflow demo · source {result.source} · store {root}")
     for col in ("run", "series", "rows added", "rows", "segments", "API calls", "missing", "s"):
         table.add_column(col, justify="right" if col not in ("run", "series") else "left")
-    for run, s in summaries:
+    for run, s in result.loads:
         table.add_row(
             run, f"{s.symbol} {s.timeframe}", f"{s.rows_added:,}", f"{s.rows_after:,}",
             str(s.segments), str(s.api_calls), str(s.missing_bars_left), f"{s.duration_s:.2f}",
         )  # fmt: skip
     out().print(table)
+    if result.gateway is not None:
+        out().print(
+            f"IB simulator {result.gateway}: {result.ib_requests} historical requests, "
+            f"{result.pacing_violations} pacing violations",
+            highlight=False,
+            markup=False,
+        )
 
 
 @app.command()
@@ -108,6 +125,14 @@ def load(
     ),
     seed: Annotated[int, typer.Option(help="Seed of the synthetic source.")] = 0,
     delay: Annotated[float, typer.Option(help="Seconds per synthetic request (demos).")] = 0.0,
+    ib_host: Annotated[str, typer.Option(help="IB gateway host (--source ib).")] = "127.0.0.1",
+    ib_port: Annotated[
+        int, typer.Option(help="IB gateway port: 4002/4001 Gateway, 7497/7496 TWS, or ib-sim.")
+    ] = 4002,
+    client_id: Annotated[int, typer.Option(help="IB API client id (--source ib).")] = 1,
+    ib_time_scale: Annotated[
+        float, typer.Option(help="IB pacing windows x this; match `ib-sim --time-scale`.")
+    ] = 1.0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> int:
     """Load bars into the store through the load-data flow, with a progress bar.
@@ -116,19 +141,22 @@ def load(
     """
     from candleflow.loading import LoadRequest
     from candleflow.models import parse_symbol
-    from candleflow.sources.registry import LOCAL_SOURCES, make_source
+    from candleflow.sources.registry import make_source
 
     # Everything a user can get wrong is checked before Prefect starts (well under a second).
     parse_symbol(symbol)
     LoadRequest.parse(
         symbol, timeframe, start=start, end=end, mode=mode, calendar=exchange, align=align
     )
+    ib = dict(ib_host=ib_host, ib_port=ib_port, client_id=client_id, time_scale=ib_time_scale)
+    if source.strip().lower() == "ib":
+        cli_ib.quiet_client_logs()
+    # For --source ib this checks that the gateway listens (exit 1 at once when it does not).
     bar_source = make_source(
-        source, path=None if path is None else str(path), seed=seed, delay=delay
+        source, path=None if path is None else str(path), seed=seed, delay=delay, **ib
     )
     try:
-        if source.strip().lower() in LOCAL_SOURCES:
-            bar_source.validate(symbol, exchange)  # unknown symbols, missing files
+        bar_source.validate(symbol, exchange)  # unknown symbols, missing files, IB contracts
     finally:
         bar_source.close()
     check_store(store)
@@ -140,7 +168,8 @@ def load(
         dict(
             symbol=symbol, timeframe=timeframe, start=start, end=end, mode=mode, source=source,
             exchange=exchange, store=str(store), path=None if path is None else str(path),
-            align=align, seed=seed, delay=delay,
+            align=align, seed=seed, delay=delay, ib_host=ib_host, ib_port=ib_port,
+            client_id=client_id, ib_time_scale=ib_time_scale,
         ),
         quiet=quiet,
     )  # fmt: skip
@@ -290,7 +319,7 @@ def cancel(
 
 
 # Commands living in their own modules register themselves here (no Prefect import at load).
-for _module in (cli_show,):
+for _module in (cli_show, cli_ib):
     _module.register(app)
 
 

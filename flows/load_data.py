@@ -26,7 +26,12 @@ from candleflow.loading import FetchResult, LoadRequest, LoadSummary, read_compl
 from candleflow.loading import save_bars as write_bars
 from candleflow.models import FetchStats, GapClass, LoadMode
 from candleflow.sources.base import Source
-from candleflow.sources.registry import make_source
+from candleflow.sources.registry import (
+    DEFAULT_CLIENT_ID,
+    DEFAULT_IB_HOST,
+    DEFAULT_IB_PORT,
+    make_source,
+)
 from candleflow.store import BarStore
 from tasks.load import (
     analyze_gaps,
@@ -77,12 +82,19 @@ def load_data(
     align: str = "clock",
     seed: int = 0,
     delay: float = 0.0,
+    ib_host: str = DEFAULT_IB_HOST,
+    ib_port: int = DEFAULT_IB_PORT,
+    client_id: int = DEFAULT_CLIENT_ID,
+    ib_time_scale: float = 1.0,
 ) -> dict[str, Any] | State[Any]:
     """Load ``symbol`` bars of ``timeframe`` from ``source`` into the store at ``store``.
 
     ``mode`` is local, tail, backfill or full; naive ``start``/``end`` are in the ``exchange``'s
     time zone and a date-only ``end`` includes that day. ``path`` is the file or folder of the
     ``files`` source; ``seed`` and ``delay`` (seconds per request) tune the ``synthetic`` one.
+    ``ib_host``/``ib_port``/``client_id`` choose the gateway of the ``ib`` source (TWS, IB Gateway
+    or ``candleflow ib-sim``); ``ib_time_scale`` shrinks IB's pacing windows and must match a
+    simulator's ``--time-scale`` (keep 1 for a real gateway).
     Returns the load summary as a dict, or a Cancelled state (after saving) when cancelled.
     """
     request = LoadRequest.parse(
@@ -92,8 +104,10 @@ def load_data(
     key = artifact_key("load", request.symbol, request.timeframe.name)
     with open_run(f"load {request.label}", stage_plan(request.mode), key=key) as run:
         bar_source = make_source(
-            source, path=path, seed=seed, delay=delay, cancel_wait=run.token.wait
-        )
+            source, path=path, seed=seed, delay=delay, cancel_wait=run.token.wait,
+            ib_host=ib_host, ib_port=ib_port, client_id=client_id, time_scale=ib_time_scale,
+            cancel_token=run.token,
+        )  # fmt: skip
         try:
             summary = _load(request, bar_source, bar_store)
         finally:

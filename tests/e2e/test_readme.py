@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shlex
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -31,12 +31,26 @@ def test_the_readme_starts_with_exactly_the_two_commands() -> None:
     assert commands == ["make demo", "make test"]
 
 
-@pytest.mark.parametrize("command", _usage_commands())
-def test_usage_command_succeeds(command: str, tmp_path: Path) -> None:
-    args = shlex.split(command)[1:]
-    result = subprocess.run(
-        [sys.executable, "-m", "candleflow", *args],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip(), f"{command} printed nothing"
+def test_usage_commands_run_in_order(tmp_path: Path) -> None:
+    """The commands run top to bottom in one folder, as a reader would type them."""
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    }
+    env.pop("PREFECT_API_URL", None)
+    commands = _usage_commands()
+    assert len(commands) >= 6
+    for command in commands:
+        args = shlex.split(command)[1:]
+        result = subprocess.run(
+            [sys.executable, "-m", "candleflow", *args],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, f"{command}: {result.stderr}"
+        assert result.stdout.strip(), f"{command} printed nothing"
+        if "--json" in args:
+            report = json.loads(result.stdout)
+            assert report["rows"] > 0 and report["gaps"] == []

@@ -253,8 +253,8 @@ def test_make_source_names_the_valid_sources() -> None:
     assert make_source("Synthetic", seed=1, path=None).name == "synthetic"
     with pytest.raises(InvalidRequest, match="synthetic, files, ib"):
         make_source("yahoo")
-    with pytest.raises(InvalidRequest, match="not available yet"):
-        make_source("ib")
+    with pytest.raises(InvalidRequest, match="ib_port must be a TCP port"):
+        make_source("ib", ib_port=0)  # the IB source itself: tests/ib/test_ib_registry.py
     with pytest.raises(InvalidRequest, match="needs a path"):
         make_source("files")
     with pytest.raises(InvalidRequest, match="does not apply"):
