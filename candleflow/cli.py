@@ -7,6 +7,7 @@ importing the core never imports Prefect and ``candleflow --help`` stays instant
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import tempfile
@@ -323,19 +324,34 @@ for _module in (cli_show, cli_ib):
     _module.register(app)
 
 
+def _usage_errors() -> tuple[type[Exception], ...]:
+    # typer ≥0.29 parses options with its own vendored click: catch both families.
+    found: list[type[Exception]] = [click.ClickException]
+    with contextlib.suppress(ImportError):
+        from typer._click.exceptions import ClickException
+
+        found.append(ClickException)
+    return tuple(found)
+
+
+_EXITS = (click.exceptions.Exit, typer.Exit)
+_ABORTS = (click.exceptions.Abort, typer.Abort)
+_USAGE_ERRORS = _usage_errors()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         result = app(args=args, prog_name="candleflow", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except _EXITS as exc:
         return int(exc.exit_code)
-    except click.exceptions.Abort:
+    except _ABORTS:
         err.print("cancelled")
         return EXIT_CANCELLED
-    except click.ClickException as exc:
-        exc.show()
+    except _USAGE_ERRORS as exc:
+        exc.show()  # type: ignore[attr-defined]
         return EXIT_BAD_INPUT
     except (InvalidRequest, UnknownSymbol) as exc:
         err.print(f"error: {exc}", highlight=False, markup=False)
