@@ -390,14 +390,19 @@ class IBSimulator:
         self._loop = loop
         try:
             loop.run_until_complete(self._main())
+        except BaseException as exc:  # start() must never wait for a loop that died
+            if not self._ready.is_set():
+                self._startup_error = exc
+            raise
         finally:
+            self._ready.set()
             loop.close()
 
     async def _main(self) -> None:
         self._stop = asyncio.Event()
         try:
             await self._listen()
-        except OSError as exc:
+        except (OSError, OverflowError, ValueError) as exc:  # busy port, port out of range
             self._startup_error = exc
             self._ready.set()
             return

@@ -135,3 +135,11 @@ def test_the_synthetic_demo_needs_no_simulator(tmp_path: Path) -> None:
     assert len(BarStore(tmp_path).read("synthetic", "MSFT", "1d")) == 21
     with pytest.raises(InvalidRequest, match="unknown demo source 'yahoo'"):
         run_demo(tmp_path, source="yahoo")
+
+
+def test_a_simulator_that_cannot_bind_fails_at_once_instead_of_hanging() -> None:
+    from candleflow.errors import SourceUnavailable
+    from candleflow.ibsim import IBSimulator
+
+    with pytest.raises(SourceUnavailable, match="70000"):
+        IBSimulator(port=70000).start()
