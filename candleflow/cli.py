@@ -21,7 +21,7 @@ import click
 import typer
 from rich.table import Table
 
-from candleflow import cli_ib, cli_show
+from candleflow import cli_backfill, cli_ib, cli_optimize, cli_show
 from candleflow.cli_common import (
     DEFAULT_STORE,
     EXIT_BAD_INPUT,
@@ -320,7 +320,7 @@ def cancel(
 
 
 # Commands living in their own modules register themselves here (no Prefect import at load).
-for _module in (cli_show, cli_ib):
+for _module in (cli_show, cli_ib, cli_optimize, cli_backfill):
     _module.register(app)
 
 

@@ -28,7 +28,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -39,6 +39,7 @@ from candleflow.progress import (
     ProgressEvent,
     ProgressTracker,
     Sink,
+    Span,
     format_counter,
     format_duration,
 )
@@ -47,6 +48,9 @@ __all__ = [
     "ArtifactSink",
     "CancelWatcher",
     "HoldOnCancel",
+    "QueueRow",
+    "QueueTable",
+    "RowProgress",
     "RunContext",
     "RunHandle",
     "current_run",
@@ -55,6 +59,7 @@ __all__ = [
     "open_run",
     "progress_context",
     "publish_summary",
+    "publish_table",
     "read_run_artifacts",
     "read_run_progress",
 ]
@@ -71,6 +76,10 @@ STAGE_VERBS: dict[str, str] = {
     "fetch_segments": "Fetching",
     "merge_bars": "Merging bars",
     "save_bars": "Saving bars",
+    "compute_features": "Computing features",
+    "backfill": "Backfilling",
+    "read_bars": "Reading stored bars",
+    "report": "Writing the report",
 }
 _STOP_STATES = frozenset({"CANCELLING", "CANCELLED"})
 
@@ -85,7 +94,11 @@ def describe_event(event: ProgressEvent, percentage: float | None = None) -> str
     else:
         verb = STAGE_VERBS.get(event.stage, event.stage.replace("_", " ").capitalize())
         detail = event.detail
-        if event.stage == "fetch_segments":
+        if event.stage == "compute_features" and event.items_total:
+            head = f"{feature_position(event)}: {detail}" if detail else feature_position(event)
+        elif event.stage == "optimize":
+            head = optimize_position(event)
+        elif event.stage == "fetch_segments":
             # "Segment 3/8: …" reads as "Fetching segment 3/8: …".
             head = f"{verb} {detail[:1].lower()}{detail[1:]}" if detail else f"{verb} segments"
         else:
@@ -98,6 +111,21 @@ def describe_event(event: ProgressEvent, percentage: float | None = None) -> str
     if event.counters.get("failed_segments"):
         parts.append(format_counter("failed_segments", event.counters["failed_segments"]))
     return " · ".join(parts)
+
+
+def feature_position(event: ProgressEvent) -> str:
+    """ "Feature 4/15" from a compute_features event (features advance by their columns)."""
+    return f"Feature {event.items_done:,}/{event.items_total or 0:,}"
+
+
+def optimize_position(event: ProgressEvent) -> str:
+    """ "Iteration 5/50 · Candle 7,300/10,000" from an optimize event (candles while a backtest
+    runs in this process; only iterations between batches and on Dask)."""
+    parent = event.parent_position
+    if not parent:
+        total = f"/{event.items_total:,}" if event.items_total is not None else ""
+        parent = f"Iteration {event.items_done:,}{total}"
+    return " · ".join(p for p in (parent, event.child_position) if p)
 
 
 # ----------------------------------------------------------------------------- artifact sink
@@ -286,6 +314,7 @@ class RunHandle:
     min_interval: float | None = None
     flow_run_id: UUID | None = None
     summary: dict[str, object] | None = None
+    row_sinks: tuple[Callable[[QueueRow], None], ...] = ()
     started: threading.Event = field(default_factory=threading.Event)
     finished: threading.Event = field(default_factory=threading.Event)
 
@@ -299,6 +328,9 @@ class RunContext:
     flow_run_id: UUID | None = None
     artifact: ArtifactSink | None = None
     handle: RunHandle | None = None
+    #: Open spans the flow shares with its tasks by name (the optimize flow's "optimize" stage,
+    #: under which thread-runner tasks open candle child spans); empty outside a flow.
+    spans: dict[str, Span] = field(default_factory=dict)
 
 
 _CALLER: contextvars.ContextVar[RunHandle | None] = contextvars.ContextVar(
@@ -315,14 +347,19 @@ def progress_context(
     extra_sinks: Sequence[Sink] = (),
     token: CancelToken | None = None,
     min_interval: float | None = None,
+    row_sinks: Sequence[Callable[[QueueRow], None]] = (),
 ) -> Iterator[RunHandle]:
     """Enter before calling a flow in-process: its run gets these sinks and this token.
 
     ``min_interval`` overrides the tracker's event throttle (0 → every event, for tests); the
-    Prefect artifact keeps its own 0.5 s throttle whatever it is.
+    Prefect artifact keeps its own 0.5 s throttle whatever it is. ``row_sinks`` get every
+    change of a backfill's queue rows (see :class:`QueueTable`), e.g. for one terminal row each.
     """
     handle = RunHandle(
-        token=token or CancelToken(), extra_sinks=tuple(extra_sinks), min_interval=min_interval
+        token=token or CancelToken(),
+        extra_sinks=tuple(extra_sinks),
+        min_interval=min_interval,
+        row_sinks=tuple(row_sinks),
     )
     reset = _CALLER.set(handle)
     try:
@@ -539,3 +576,210 @@ def publish_summary(key: str, title: str, rows: Sequence[tuple[str, object]]) ->
         lines.append(f"| {name} | {text} |")
     artifact_id = create_markdown_artifact(markdown="\n".join(lines), key=key, description=title)
     return artifact_id if isinstance(artifact_id, UUID) else None
+
+
+def publish_table(key: str, title: str, rows: Sequence[Mapping[str, object]]) -> UUID | None:
+    """A table artifact (a new version under ``key``: tables are not updatable in place)."""
+    from prefect.artifacts import create_table_artifact
+
+    artifact_id = create_table_artifact(table=[dict(r) for r in rows], key=key, description=title)
+    return artifact_id if isinstance(artifact_id, UUID) else None
+
+
+# ----------------------------------------------------------------------------- backfill queue
+
+#: Row statuses in the order a series goes through them (the last three are final).
+QUEUE_STATUSES: tuple[str, ...] = (
+    "queued", "validating", "fetching", "engineering", "storing", "done", "failed", "cancelled",
+)  # fmt: skip
+FINAL_STATUSES = frozenset({"done", "failed", "cancelled"})
+#: Load stage → the row status shown while it runs.
+_STAGE_STATUS: dict[str, str] = {
+    "validate_symbol": "validating",
+    "check_head_timestamp": "validating",
+    "load_local": "fetching",
+    "analyze_gaps": "fetching",
+    "plan_segments": "fetching",
+    "fetch_segments": "fetching",
+    "merge_bars": "storing",
+    "save_bars": "storing",
+    "compute_features": "engineering",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class QueueRow:
+    """One symbol × timeframe of a backfill, as its queue table shows it."""
+
+    symbol: str
+    timeframe: str
+    status: str = "queued"
+    progress: float = 0.0
+    detail: str = ""
+    rows: int = 0
+    api_calls: int = 0
+    duration: float = 0.0
+    reason: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.symbol, self.timeframe)
+
+    def record(self) -> dict[str, object]:
+        """The row as the table artifact stores it (plain JSON values)."""
+        return {
+            "symbol": self.symbol,
+            "timeframe": self.timeframe,
+            "status": self.status,
+            "progress": f"{self.progress:.2f}%",
+            "micro-stage": self.detail,
+            "rows": self.rows,
+            "API calls": self.api_calls,
+            "duration": f"{self.duration:.2f} s",
+            "reason": self.reason,
+        }
+
+
+class QueueTable:
+    """The live queue of a backfill: rows updated from any thread, published as a table artifact.
+
+    :meth:`update` changes a row and tells the ``listeners`` (e.g. a terminal display) at once;
+    publishing is separate because an artifact belongs to the flow run whose context creates it,
+    and rows change inside child runs: the backfill's own thread calls :meth:`publish` (throttled:
+    at most every ``min_interval`` seconds, and only when something changed) while it waits, and
+    :meth:`flush` at the end. Each publication is a new version under the same ``key``.
+    """
+
+    def __init__(
+        self,
+        key: str,
+        series: Sequence[tuple[str, str]],
+        *,
+        title: str = "backfill queue",
+        min_interval: float = 1.0,
+        listeners: Sequence[Callable[[QueueRow], None]] = (),
+        publish: Callable[[str, str, Sequence[Mapping[str, object]]], Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.key = key
+        self.title = title
+        self.publications = 0
+        self._rows: dict[tuple[str, str], QueueRow] = {
+            (symbol, tf): QueueRow(symbol, tf) for symbol, tf in series
+        }
+        self._min_interval = min_interval
+        self._listeners = tuple(listeners)
+        self._publish = publish or publish_table
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._dirty = True
+        self._sent_at = -float("inf")
+
+    def rows(self) -> list[QueueRow]:
+        with self._lock:
+            return list(self._rows.values())
+
+    def row(self, symbol: str, timeframe: str) -> QueueRow:
+        with self._lock:
+            return self._rows[(symbol, timeframe)]
+
+    def update(self, symbol: str, timeframe: str, **changes: Any) -> QueueRow:
+        """Change fields of a row (a final status is never overwritten by a later event)."""
+        with self._lock:
+            old = self._rows[(symbol, timeframe)]
+            if old.status in FINAL_STATUSES:
+                return old
+            status = changes.get("status", old.status)
+            if status not in QUEUE_STATUSES:
+                raise ValueError(f"unknown queue status {status!r}: use one of {QUEUE_STATUSES}")
+            if "progress" in changes:  # never backwards
+                changes["progress"] = max(old.progress, float(changes["progress"]))
+            new = dataclasses.replace(old, **changes)
+            if new == old:
+                return old
+            self._rows[(symbol, timeframe)] = new
+            self._dirty = True
+        for listener in self._listeners:
+            try:
+                listener(new)
+            except Exception:
+                logger.exception("queue row listener %r failed", listener)
+        return new
+
+    def counts(self) -> dict[str, int]:
+        """How many rows are in each status."""
+        counts = dict.fromkeys(QUEUE_STATUSES, 0)
+        for row in self.rows():
+            counts[row.status] += 1
+        return counts
+
+    def publish(self) -> bool:
+        """Publish a new version if rows changed and ``min_interval`` passed; True if sent."""
+        now = self._clock()
+        with self._lock:
+            if not self._dirty or now - self._sent_at < self._min_interval:
+                return False
+        return self.flush()
+
+    def flush(self) -> bool:
+        """Publish a new version now if anything changed since the last one."""
+        with self._lock:
+            if not self._dirty:
+                return False
+            records = [row.record() for row in self._rows.values()]
+            self._dirty, self._sent_at = False, self._clock()
+        counts = self.counts()
+        summary = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
+        self._publish(self.key, f"{self.title}: {summary}", records)
+        self.publications += 1
+        return True
+
+
+class RowProgress:
+    """A sink for a child run's progress events that keeps one queue row (and the backfill's
+    aggregate span) up to date.
+
+    The child's 0–100 % maps onto ``[low, high]`` of the row (the load on 0–80, features on
+    80–100); ``span`` (a child span of the backfill's stage with ``total=1000``) follows the row.
+    """
+
+    def __init__(
+        self,
+        queue: QueueTable,
+        symbol: str,
+        timeframe: str,
+        *,
+        low: float = 0.0,
+        high: float = 100.0,
+        span: Span | None = None,
+        started: float | None = None,
+        base: QueueRow | None = None,
+    ) -> None:
+        self.queue, self.symbol, self.timeframe = queue, symbol, timeframe
+        self.low, self.high, self.span = low, high, span
+        self.started = time.monotonic() if started is None else started
+        self.base = base
+
+    def __call__(self, event: ProgressEvent) -> None:
+        progress = self.low + (self.high - self.low) * event.percentage / 100.0
+        changes: dict[str, Any] = {
+            "progress": round(progress, 2),
+            "duration": time.monotonic() - self.started,
+        }
+        status = _STAGE_STATUS.get(event.stage)
+        if status is not None and not (event.done or event.cancelled):
+            changes["status"] = status
+        if event.stage == "compute_features" and event.items_total:
+            position = feature_position(event)
+            changes["detail"] = f"{position}: {event.detail}" if event.detail else position
+        elif event.stage:
+            changes["detail"] = event.detail or STAGE_VERBS.get(event.stage, event.stage)
+        base_rows = self.base.rows if self.base is not None else 0
+        base_calls = self.base.api_calls if self.base is not None else 0
+        if "rows" in event.counters:
+            changes["rows"] = base_rows + event.counters["rows"]
+        if "api_calls" in event.counters:
+            changes["api_calls"] = base_calls + event.counters["api_calls"]
+        row = self.queue.update(self.symbol, self.timeframe, **changes)
+        if self.span is not None:
+            self.span.update(done=int(row.progress * 10))

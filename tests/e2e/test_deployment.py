@@ -10,69 +10,19 @@ Cancelled with the fetched bars saved. Deselect with ``-m "not slow"`` or
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import socket
 import subprocess
-import sys
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from candleflow.store import BarStore
+from tests.e2e.prefect_server import PREFECT, ROOT, background, free_port, healthy
+from tests.e2e.prefect_server import wait as _wait
 
 pytestmark = pytest.mark.slow
-
-ROOT = Path(__file__).resolve().parents[2]
-PREFECT = [sys.executable, "-m", "prefect"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait(condition: Callable[[], Any], timeout: float, what: str, step: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
-@contextlib.contextmanager
-def _process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A background process in its own session (so its children stop with it)."""
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        try:
-            yield proc
-        finally:
-            for sig, grace in ((signal.SIGINT, 15), (signal.SIGKILL, 5)):
-                if proc.poll() is not None:
-                    break
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, sig)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(grace)
 
 
 def test_deployment_runs_on_a_worker_reports_progress_and_cancels_cleanly(tmp_path: Path) -> None:
@@ -82,7 +32,7 @@ def test_deployment_runs_on_a_worker_reports_progress_and_cancels_cleanly(tmp_pa
 
     from tasks.progress import read_run_artifacts
 
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(
@@ -96,8 +46,8 @@ def test_deployment_runs_on_a_worker_reports_progress_and_cancels_cleanly(tmp_pa
         CANDLEFLOW_HOME=str(ROOT),
     )
     server_cmd = [*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    with _process(server_cmd, env, tmp_path / "server.log") as server:
-        _wait(lambda: _healthy(url) or server.poll() is not None, 90, "the server")
+    with background(server_cmd, env, tmp_path / "server.log") as server:
+        _wait(lambda: healthy(url) or server.poll() is not None, 90, "the server")
         assert server.poll() is None, (tmp_path / "server.log").read_text()
 
         def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -123,7 +73,7 @@ def test_deployment_runs_on_a_worker_reports_progress_and_cancels_cleanly(tmp_pa
 
             store = tmp_path / "store"
             worker_cmd = [*PREFECT, "worker", "start", "--pool", "candleflow"]
-            with _process(worker_cmd, env, tmp_path / "worker.log"):
+            with background(worker_cmd, env, tmp_path / "worker.log"):
                 flow_run = client.create_flow_run_from_deployment(
                     deployment.id,
                     parameters={

@@ -1,0 +1,420 @@
+"""``candleflow backtest`` and ``candleflow optimize``: one backtest on stored bars (the core,
+no Prefect), and a parameter search through the optimize flow with an iteration bar, a candle bar
+and a results table.
+
+Search spaces are written ``"fast=5:50,slow=10:200"`` (``low:high`` inclusive, ``low:high:step``
+for integers, ``a|b|c`` for a list of choices) or given as a mapping ``{"fast": [5, 50]}``;
+:func:`parse_space` turns either into the core's dimensions, typed by the strategy's parameters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import re
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.progress import BarColumn, Progress, TaskID, TextColumn
+from rich.table import Table
+
+from candleflow.cli_common import (
+    DEFAULT_STORE,
+    EXIT_CANCELLED,
+    EXIT_FAILED,
+    EXIT_OK,
+    check_store,
+    err,
+    out,
+    sigint_cancels,
+)
+from candleflow.errors import InvalidRequest, NoData
+
+if TYPE_CHECKING:
+    # The backtest package imports numba (~0.5 s): only inside commands, so `--help` stays quick.
+    from candleflow.backtest.space import Dimension
+    from candleflow.backtest.strategies import Param, StrategySpec
+    from candleflow.progress import ProgressEvent
+
+__all__ = ["DEFAULT_SPACES", "default_space", "parse_space", "register"]
+
+#: The space searched when none is given, per strategy (``parse_space`` syntax).
+DEFAULT_SPACES: dict[str, str] = {
+    "sma_cross": "fast=5:50,slow=10:200",
+    "rsi_reversion": "window=5:30,lower=10.0:40.0,upper=60.0:90.0",
+    "bollinger_breakout": "window=10:60,k=1.0:3.0",
+}
+_EXAMPLE = "e.g. 'fast=5:50,slow=10:200' (low:high, low:high:step, or a|b|c)"
+
+
+def default_space(strategy: str | StrategySpec) -> dict[str, Dimension]:
+    from candleflow.backtest.strategies import get_strategy
+
+    spec = get_strategy(strategy)
+    return parse_space(DEFAULT_SPACES[spec.name], spec)
+
+
+def parse_space(
+    space: str | Mapping[str, object] | None, strategy: str | StrategySpec
+) -> dict[str, Dimension]:
+    """The search space of ``strategy`` from text, a mapping, or None (its default space)."""
+    from candleflow.backtest.strategies import get_strategy
+
+    spec = get_strategy(strategy)
+    if space is None or (isinstance(space, str) and not space.strip()):
+        return default_space(spec)
+    if isinstance(space, str):
+        items: dict[str, object] = {}
+        for item in filter(None, (part.strip() for part in space.split(","))):
+            name, sep, text = item.partition("=")
+            if not sep or not name.strip() or not text.strip():
+                raise InvalidRequest(
+                    f"malformed search dimension {item!r}: use name=spec, {_EXAMPLE}"
+                )
+            items[name.strip()] = text.strip()
+        space = items
+    if not isinstance(space, Mapping) or not space:
+        raise InvalidRequest(f"search space {space!r} is empty or not understood: {_EXAMPLE}")
+    known = {p.name: p for p in spec.params}
+    dims: dict[str, Dimension] = {}
+    for key, value in space.items():
+        param = known.get(str(key))
+        if param is None:
+            raise InvalidRequest(
+                f"strategy {spec.name!r} has no parameter {key!r} to search: use {', '.join(known)}"
+            )
+        dims[param.name] = _dimension(param, value, spec.name)
+    return dims
+
+
+def _dimension(param: Param, value: object, strategy: str) -> Dimension:
+    from candleflow.backtest.space import Categorical, Integer, Real
+
+    if isinstance(value, Integer | Real | Categorical):
+        return value
+    where = f"search dimension {param.name}={value!r}"
+    if isinstance(value, str):
+        if "|" in value:
+            value = [v.strip() for v in value.split("|")]
+        elif ":" in value:
+            value = tuple(v.strip() for v in value.split(":"))
+            if len(value) not in (2, 3) or param.kind is bool:
+                raise InvalidRequest(f"{where} is not understood: {_EXAMPLE}")
+        else:
+            value = [value]
+    if (
+        isinstance(value, tuple | list)
+        and len(value) in (2, 3)
+        and param.kind is not bool
+        and (isinstance(value, tuple) or all(isinstance(v, int | float) for v in value))
+    ):
+        # [low, high] (or low:high) is a range; a list of other length is a list of choices.
+        bounds = [param.coerce(v, strategy) for v in value]
+        if param.kind is int:
+            step = int(bounds[2]) if len(bounds) == 3 else 1
+            return Integer(int(bounds[0]), int(bounds[1]), step)
+        if len(bounds) == 3:
+            raise InvalidRequest(f"{where}: a float range takes no step, use low:high")
+        return Real(float(bounds[0]), float(bounds[1]))
+    if isinstance(value, list | tuple):
+        return Categorical(tuple(param.coerce(v, strategy) for v in value))
+    return Categorical((param.coerce(value, strategy),))
+
+
+def space_text(dims: Mapping[str, Dimension]) -> str:
+    """``parse_space`` syntax for ``dims`` (what a run searched, for its summary)."""
+    from candleflow.backtest.space import Integer, Real
+
+    parts = []
+    for name, dim in dims.items():
+        if isinstance(dim, Integer):
+            step = f":{dim.step}" if dim.step != 1 else ""
+            parts.append(f"{name}={dim.low}:{dim.high}{step}")
+        elif isinstance(dim, Real):
+            parts.append(f"{name}={dim.low}:{dim.high}")
+        else:
+            parts.append(f"{name}={'|'.join(str(c) for c in dim.choices)}")
+    return ",".join(parts)
+
+
+# ----------------------------------------------------------------------------- backtest
+
+
+def _json_value(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value
+
+
+def backtest(
+    symbol: Annotated[str, typer.Argument(help="Ticker symbol, e.g. AAPL.")],
+    timeframe: Annotated[str, typer.Option(help="Bar size, e.g. 1h or 1d.")] = "1h",
+    strategy: Annotated[str, typer.Option(help="sma_cross, rsi_reversion, bollinger_breakout.")] = (
+        "sma_cross"
+    ),
+    params: Annotated[str, typer.Option(help="Strategy parameters, e.g. fast=10,slow=20.")] = "",
+    cash: Annotated[float, typer.Option(help="Starting cash.")] = 10_000.0,
+    commission: Annotated[float, typer.Option(help="Commission per fill (fraction).")] = 0.0,
+    slippage: Annotated[float, typer.Option(help="Slippage per fill (fraction).")] = 0.0,
+    source: Annotated[str, typer.Option(help="Source the bars came from.")] = "synthetic",
+    store: Annotated[Path, typer.Option(help="Store root.")] = DEFAULT_STORE,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the metrics as one JSON object.")
+    ] = (False),
+) -> int:
+    """Backtest one parameter set on the stored bars of SYMBOL (no Prefect needed)."""
+    from candleflow.backtest import BacktestConfig, get_strategy, run_backtest
+    from candleflow.models import parse_symbol
+    from candleflow.store import BarStore
+    from candleflow.timeframes import parse_timeframe
+
+    spec = get_strategy(strategy)
+    resolved = spec.parse_params(params)
+    config = BacktestConfig(cash=cash, commission=commission, slippage=slippage)
+    tf = parse_timeframe(timeframe)
+    check_store(store)
+    name = parse_symbol(symbol)
+    bars = BarStore(store).read(source, name, tf)
+    if len(bars) < 2:
+        raise NoData(
+            f"the store {str(store)!r} has {len(bars)} {source} bars of {name} {tf.name}: "
+            f"run `candleflow load {name} --timeframe {tf.name} --source {source} --store "
+            f"{store}` first"
+        )
+    result = run_backtest(bars, spec, resolved, config=config, timeframe=tf)
+    report: dict[str, object] = {
+        "symbol": name,
+        "timeframe": tf.name,
+        "strategy": spec.name,
+        "params": resolved,
+        "start": bars.index[0].isoformat(),
+        "end": bars.index[-1].isoformat(),
+        **{k: _json_value(v) for k, v in result.metrics.to_dict().items()},
+    }
+    if as_json:
+        print(json.dumps(report, sort_keys=False))
+        return EXIT_OK
+    table = Table(title=f"backtest {name} {tf.name} {spec.name} " + _params_text(resolved))
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in result.metrics.to_dict().items():
+        table.add_row(key, _format(value))
+    out().print(table)
+    return EXIT_OK
+
+
+def _params_text(params: Mapping[str, object]) -> str:
+    return ",".join(f"{k}={v}" for k, v in params.items())
+
+
+def _format(value: object, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return "–" if math.isnan(value) else f"{value:,.{digits}f}"
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+
+# ----------------------------------------------------------------------------- optimize
+
+_POSITION = re.compile(r"([\d,]+)/([\d,]+)")
+
+
+def _counts(position: str) -> tuple[int, int] | None:
+    match = _POSITION.search(position)
+    if match is None:
+        return None
+    return int(match.group(1).replace(",", "")), int(match.group(2).replace(",", ""))
+
+
+class OptimizeDisplay:
+    """Two Rich bars for an optimization: iterations (with the overall percentage) and the
+    candles of the backtest in flight."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}", markup=False),
+            BarColumn(),
+            TextColumn("{task.fields[position]}", markup=False, justify="right"),
+            TextColumn("{task.fields[pct]}", markup=False, style="cyan"),
+            console=err,
+        )
+        self._lock = threading.Lock()
+        self._iterations: TaskID | None = None
+        self._candles: TaskID | None = None
+
+    def __enter__(self) -> OptimizeDisplay:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def __call__(self, event: ProgressEvent) -> None:
+        with self._lock:
+            if self._iterations is None:
+                self._iterations = self.progress.add_task(
+                    "iterations", total=100.0, position="", pct=""
+                )
+                self._candles = self.progress.add_task("candles", total=1.0, position="", pct="")
+        assert self._iterations is not None and self._candles is not None
+        pct = f"{event.percentage:6.2f}%"
+        if event.stage == "optimize":
+            position = event.parent_position or (
+                f"Iteration {event.items_done:,}/{event.items_total:,}"
+                if event.items_total is not None
+                else f"Iteration {event.items_done:,}"
+            )
+        else:
+            position = "Done" if event.done else (event.stage or "starting")
+        if event.cancelled:
+            position = f"cancelled · {position}"
+        self.progress.update(self._iterations, completed=event.percentage, position=position,
+                             pct=pct)  # fmt: skip
+        candles = _counts(event.child_position)
+        if candles is not None:
+            done, total = candles
+            self.progress.update(self._candles, completed=done, total=max(total, 1),
+                                 position=event.child_position)  # fmt: skip
+        elif event.done:
+            self.progress.update(self._candles, completed=1, total=1, position="")
+
+
+def _run_optimize_flow(parameters: dict[str, Any], quiet: bool) -> tuple[Any, Any]:
+    """``run_flow_in_process`` with the two-bar display instead of the single progress bar."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    from candleflow.progress import CancelToken, Sink
+    from flows.optimize import optimize as optimize_flow
+    from tasks.progress import HoldOnCancel, detach_ephemeral_api, progress_context
+
+    detach_ephemeral_api()
+    token = CancelToken()
+    sinks: list[Sink] = []
+    with contextlib.ExitStack() as stack:
+        if not quiet:
+            sinks.append(HoldOnCancel(stack.enter_context(OptimizeDisplay())))
+        stack.enter_context(sigint_cancels(token))
+        stack.enter_context(temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}))
+        handle = stack.enter_context(progress_context(extra_sinks=sinks, token=token))
+        state = optimize_flow(**parameters, return_state=True)
+    return state, handle
+
+
+def optimize(
+    symbol: Annotated[str, typer.Argument(help="Ticker symbol, e.g. AAPL.")],
+    timeframe: Annotated[str, typer.Option(help="Bar size, e.g. 1h or 1d.")] = "1h",
+    strategy: Annotated[str, typer.Option(help="sma_cross, rsi_reversion, bollinger_breakout.")] = (
+        "sma_cross"
+    ),
+    method: Annotated[str, typer.Option(help="bayes, random or grid.")] = "bayes",
+    iterations: Annotated[int, typer.Option(help="Parameter sets to evaluate.")] = 50,
+    space: Annotated[
+        str | None,
+        typer.Option(help="Search space, e.g. fast=5:50,slow=10:200 (default per strategy)."),
+    ] = None,
+    objective: Annotated[str, typer.Option(help="sharpe, return, calmar, cagr, …")] = "sharpe",
+    batch_size: Annotated[int, typer.Option(help="Parameter sets per task.")] = 8,
+    concurrency: Annotated[int, typer.Option(help="Tasks evaluated at once.")] = 2,
+    seed: Annotated[int, typer.Option(help="Seed of the search.")] = 0,
+    cash: Annotated[float, typer.Option(help="Starting cash.")] = 10_000.0,
+    commission: Annotated[float, typer.Option(help="Commission per fill (fraction).")] = 0.0,
+    slippage: Annotated[float, typer.Option(help="Slippage per fill (fraction).")] = 0.0,
+    dask: Annotated[bool, typer.Option("--dask", help="Evaluate on a local Dask cluster.")] = False,
+    dask_address: Annotated[
+        str | None, typer.Option(help="Dask scheduler address (with --dask).")
+    ] = None,
+    source: Annotated[str, typer.Option(help="Source the bars came from.")] = "synthetic",
+    store: Annotated[Path, typer.Option(help="Store root.")] = DEFAULT_STORE,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+) -> int:
+    """Search strategy parameters on the stored bars of SYMBOL through the optimize flow.
+
+    Ctrl+C stops at the next chunk of candles and reports the best result so far (exit 130).
+    """
+    from candleflow.backtest import BacktestConfig, get_strategy
+    from candleflow.models import parse_symbol
+    from candleflow.optimize import OBJECTIVES
+    from candleflow.store import BarStore
+    from candleflow.timeframes import parse_timeframe
+
+    # Everything a user can get wrong is checked before Prefect starts.
+    name = parse_symbol(symbol)
+    tf = parse_timeframe(timeframe)
+    spec = get_strategy(strategy)
+    parse_space(space, spec)
+    if method not in ("bayes", "random", "grid"):
+        raise InvalidRequest(f"unknown method {method!r}: use bayes, random or grid")
+    if objective.strip().lower() not in OBJECTIVES:
+        raise InvalidRequest(f"unknown objective {objective!r}: use one of {', '.join(OBJECTIVES)}")
+    for option, value in (("iterations", iterations), ("batch-size", batch_size),
+                          ("concurrency", concurrency)):  # fmt: skip
+        if value < 1:
+            raise InvalidRequest(f"--{option} {value} is invalid: use ≥ 1")
+    BacktestConfig(cash=cash, commission=commission, slippage=slippage)
+    if dask_address and not dask:
+        raise InvalidRequest("--dask-address needs --dask")
+    check_store(store)
+    if len(BarStore(store).read(source, name, tf)) < 2:
+        raise NoData(
+            f"the store {str(store)!r} has no {source} bars of {name} {tf.name}: run "
+            f"`candleflow load {name} --timeframe {tf.name} --source {source} --store {store}` "
+            "first"
+        )
+
+    state, handle = _run_optimize_flow(
+        dict(
+            symbol=name, timeframe=tf.name, strategy=spec.name, space=space, method=method,
+            iterations=iterations, objective=objective, source=source, store=str(store),
+            batch_size=batch_size, concurrency=concurrency, seed=seed, cash=cash,
+            commission=commission, slippage=slippage, dask=dask, dask_address=dask_address,
+        ),
+        quiet,
+    )  # fmt: skip
+    run = f"flow run {handle.flow_run_id}" if handle.flow_run_id else "flow run"
+    if handle.summary is not None:
+        _print_results(handle.summary)
+    if state.is_cancelled():
+        err.print(f"cancelled: {state.message} ({run})", highlight=False, markup=False)
+        return EXIT_CANCELLED
+    if not state.is_completed():
+        error = state.result(raise_on_failure=False)
+        if isinstance(error, InvalidRequest | NoData):
+            raise error
+        err.print(f"error: {state.message} ({run})", highlight=False, markup=False)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _print_results(summary: Mapping[str, Any]) -> None:
+    rows: list[dict[str, Any]] = list(summary.get("top") or [])
+    title = (
+        f"{summary.get('method')} search of {summary.get('strategy')} on {summary.get('symbol')} "
+        f"{summary.get('timeframe')} · {summary.get('iterations')} iterations · "
+        f"objective {summary.get('objective')}"
+    )
+    table = Table(title=title)
+    params = [str(p) for p in summary.get("params", [])]
+    metrics = [
+        ("objective", "objective"), ("total_return", "return"), ("sharpe", "sharpe"),
+        ("max_drawdown", "max DD"), ("trades", "trades"), ("final_equity", "equity"),
+    ]  # fmt: skip
+    for header in ("#", *params, *(h for _, h in metrics)):
+        table.add_column(header, justify="right")
+    for i, row in enumerate(rows, start=1):
+        cells = [_format(row.get(p)) for p in params]
+        cells += [_format(row.get(k), 2 if k == "final_equity" else 4) for k, _ in metrics]
+        table.add_row(str(i), *cells)
+    out().print(table)
+    report = summary.get("report_html")
+    if report:
+        out().print(f"report: {report}", highlight=False, markup=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(backtest)
+    app.command()(optimize)

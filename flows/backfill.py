@@ -1,0 +1,419 @@
+"""The ``backfill`` flow: many symbols × timeframes, each a ``load_data`` subflow + features.
+
+Read it as: parse the universe, make one queue row per symbol × timeframe, run the rows on
+``max_parallel`` threads — each a ``load_data`` subflow followed by a ``features`` subflow — while
+the flow's own thread publishes the queue table (throttled) and watches for a cancel, then write
+the per-series metadata and a summary table and end in a state that says how it went.
+
+- **Concurrency and pacing.** Threads, not processes: the sources of one process share their
+  pacing state (the IB source takes the process-wide limiter of its gateway), so pacing holds
+  across the parallel loads. Each IB load gets its own client id.
+- **Isolation.** A row that fails (unknown symbol, source down, a bug) is marked failed with the
+  reason; the others go on. The run ends Completed when every row is done, Completed with a
+  warning message (and the summary) when some failed, Failed when none succeeded.
+- **Progress.** Each row's load maps onto 0–80 % of the row and its features onto 80–100 %;
+  the backfill's progress artifact is the mean of its rows (each row a child span of equal
+  weight), its description e.g. ``Backfilling: 5/12 done, 1 failed · 3 running``.
+- **Cancellation** (API, UI, SIGTERM, Ctrl+C): every running child's token is cancelled — the
+  loads stop at their next segment and keep what they fetched, their runs end Cancelled — and
+  rows not started yet are marked cancelled. The backfill ends Cancelled.
+- **Metadata.** ``_meta.json`` of each successful series gets ``history_rows``,
+  ``api_calls_last_run``, ``api_calls_total`` (cumulative over runs), ``batch_size`` (the longest
+  span one request may cover for the timeframe), ``segments_last_run`` and ``last_success``,
+  beside the ``fetch_duration_s`` the load and the ``feature_count`` the features record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any, Final
+
+import pandas as pd
+from prefect import flow, get_run_logger
+from prefect.client.schemas.objects import State
+from prefect.states import Cancelled, Completed, Failed
+
+from candleflow.errors import InvalidRequest
+from candleflow.features import parse_feature_spec
+from candleflow.models import LoadMode
+from candleflow.progress import CancelToken, Span
+from candleflow.store import BarStore, validate_source_name
+from candleflow.timeframes import parse_timeframe
+from candleflow.universe import UniverseEntry, parse_universe
+from flows import load_data as load_module
+from flows.features import features as features_flow
+from flows.features import resolve_spec
+from flows.load_data import load_data
+from tasks.progress import (
+    QueueTable,
+    RowProgress,
+    artifact_key,
+    open_run,
+    progress_context,
+    publish_table,
+)
+
+__all__ = ["DEFAULT_TIMEFRAMES", "DEFAULT_UNIVERSE", "backfill"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_UNIVERSE: Final = "deployments/universe.yaml"
+DEFAULT_TIMEFRAMES: Final = ("1d", "1h")
+#: Share of a row's progress taken by the load (the features take the rest).
+LOAD_SHARE: Final = 80.0
+_NO_FEATURES: Final = frozenset({"", "none", "off", "false"})
+#: Source options that are load_data parameters (the others reach the source another way).
+_LOAD_PARAMS: Final = frozenset({"path", "align", "ib_host", "ib_port", "client_id",
+                                 "ib_time_scale"})  # fmt: skip
+
+# ----------------------------------------------------------------------------- source options
+
+_SOURCE_OPTIONS: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(
+    "candleflow_backfill_source_options", default=None
+)
+
+
+class _WithSourceOptions:
+    """Wraps ``flows.load_data.make_source`` so the source options of the backfill running in
+    this context that are not ``load_data`` parameters (the synthetic source's ``unknown``,
+    ``symbols``, ``head``) reach the sources its subflows build.
+
+    ``load_data``'s parameters carry the common source options only; until it takes a
+    ``source_options`` parameter, this is how a backfill passes the others to its subflows.
+    """
+
+    def __init__(self, inner: Callable[..., Any]) -> None:
+        self.inner = inner
+
+    def __call__(self, name: str, **options: Any) -> Any:
+        extra = _SOURCE_OPTIONS.get()
+        return self.inner(name, **{**options, **(extra or {})})
+
+
+@contextlib.contextmanager
+def _source_options(options: Mapping[str, Any] | None) -> Iterator[None]:
+    current = getattr(load_module, "make_source")  # noqa: B009 (not in load_data's __all__)
+    if not isinstance(current, _WithSourceOptions):
+        setattr(load_module, "make_source", _WithSourceOptions(current))  # noqa: B010
+    reset = _SOURCE_OPTIONS.set(options)
+    try:
+        yield
+    finally:
+        _SOURCE_OPTIONS.reset(reset)
+
+
+# ----------------------------------------------------------------------------- one row
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    entry: UniverseEntry
+    timeframe: str
+    source: str
+    delay: float
+    params: Mapping[str, Any]  # load_data parameters (ib_host, ib_port, client_id, …)
+    options: Mapping[str, Any] | None  # other source options, through _source_options
+
+
+def _reason(state: State[Any]) -> str:
+    """Why a child run failed: its exception as "Type: message", else the state message."""
+    with contextlib.suppress(Exception):
+        error = state.result(raise_on_failure=False)
+        if isinstance(error, BaseException):
+            return f"{type(error).__name__}: {error}"
+    message = state.message or state.name or "failed"
+    return message.removeprefix("Flow run encountered an exception: ")
+
+
+class _Runner:
+    """Runs the rows (from pool threads) and cancels the running ones on request."""
+
+    def __init__(
+        self,
+        queue: QueueTable,
+        token: CancelToken,
+        span: Span,
+        *,
+        store: str,
+        mode: str,
+        start: str | None,
+        end: str | None,
+        seed: int,
+        spec: dict[str, Any] | None,
+        min_interval: float | None,
+    ) -> None:
+        self.queue, self.token, self.span = queue, token, span
+        self.store, self.mode, self.start, self.end, self.seed = store, mode, start, end, seed
+        self.spec, self.min_interval = spec, min_interval
+        self._lock = threading.Lock()
+        self._running: set[CancelToken] = set()
+        #: (symbol, timeframe) → the ids of its load_data and features flow runs.
+        self.flow_runs: dict[tuple[str, str], list[str]] = {}
+
+    def cancel_all(self, reason: str) -> None:
+        """Cancel every running row's token and mark the rows not started as cancelled."""
+        with self._lock:
+            running = list(self._running)
+        for token in running:
+            token.cancel(reason)
+        for row in self.queue.rows():
+            if row.status == "queued":
+                self.queue.update(row.symbol, row.timeframe, status="cancelled",
+                                  reason=f"not started: {reason}")  # fmt: skip
+
+    def run(self, job: _Job) -> str:
+        sym, tf = job.entry.symbol, job.timeframe
+        token = CancelToken()
+        with self._lock:
+            self._running.add(token)
+        try:
+            if self.token.cancelled:
+                self.queue.update(sym, tf, status="cancelled",
+                                  reason=f"not started: {self.token.reason}")  # fmt: skip
+                return "cancelled"
+            started = time.monotonic()
+            self.queue.update(sym, tf, status="validating", detail="Starting")
+            with self.span.child(f"{sym} {tf}", total=1000, weight=1) as span:
+                try:
+                    status = self._load_and_engineer(job, token, span, started)
+                except Exception as exc:  # a bug in one row must not stop the others
+                    logger.exception("backfill of %s %s failed", sym, tf)
+                    status = "failed"
+                    self.queue.update(sym, tf, status="failed", reason=f"{type(exc).__name__}: "
+                                      f"{exc}", duration=time.monotonic() - started)  # fmt: skip
+            self._update_detail()
+            return status
+        finally:
+            with self._lock:
+                self._running.discard(token)
+
+    def _record_run(self, job: _Job, flow_run_id: object) -> None:
+        if flow_run_id is not None:
+            with self._lock:
+                key = (job.entry.symbol, job.timeframe)
+                self.flow_runs.setdefault(key, []).append(str(flow_run_id))
+
+    def _update_detail(self) -> None:
+        counts = self.queue.counts()
+        finished = counts["done"] + counts["failed"] + counts["cancelled"]
+        parts = [f"{finished}/{sum(counts.values())} finished"]
+        parts += [f"{counts[s]} {s}" for s in ("failed", "cancelled") if counts[s]]
+        self.span.update(detail=", ".join(parts))
+
+    def _load_and_engineer(self, job: _Job, token: CancelToken, span: Span, started: float) -> str:
+        sym, tf, source = job.entry.symbol, job.timeframe, job.source
+        queue = self.queue
+        bar_store = BarStore(self.store)
+        total_before = bar_store.read_meta(source, sym, tf).get("api_calls_total", 0)
+        sink = RowProgress(queue, sym, tf, high=LOAD_SHARE, span=span, started=started)
+        with (
+            _source_options(job.options),
+            progress_context(extra_sinks=[sink], token=token, min_interval=self.min_interval) as h,
+        ):
+            state = load_data(
+                symbol=sym, timeframe=tf, start=self.start, end=self.end, mode=self.mode,
+                source=source, exchange=job.entry.exchange, store=self.store, seed=self.seed,
+                delay=job.delay, **job.params, return_state=True,
+            )  # fmt: skip
+        load = h.summary or {}
+        self._record_run(job, h.flow_run_id)
+
+        def elapsed() -> float:
+            return time.monotonic() - started
+
+        if state.is_cancelled():
+            queue.update(sym, tf, status="cancelled", duration=elapsed(),
+                         reason=state.message or "cancelled")  # fmt: skip
+            return "cancelled"
+        if not state.is_completed():
+            queue.update(sym, tf, status="failed", reason=_reason(state), duration=elapsed())
+            return "failed"
+        feature_count: object = None
+        if self.spec is not None:
+            base = queue.row(sym, tf)
+            fsink = RowProgress(queue, sym, tf, low=LOAD_SHARE, span=span, started=started,
+                                base=base)  # fmt: skip
+            queue.update(sym, tf, status="engineering", detail="Features")
+            with progress_context(extra_sinks=[fsink], token=token,
+                                  min_interval=self.min_interval) as fh:  # fmt: skip
+                fstate = features_flow(symbol=sym, timeframe=tf, source=source, store=self.store,
+                                       spec=self.spec, return_state=True)  # fmt: skip
+            if fstate.is_cancelled():
+                queue.update(sym, tf, status="cancelled", duration=elapsed(),
+                             reason=f"features: {fstate.message or 'cancelled'}")  # fmt: skip
+                return "cancelled"
+            if not fstate.is_completed():
+                queue.update(sym, tf, status="failed", duration=elapsed(),
+                             reason=f"features: {_reason(fstate)}")  # fmt: skip
+                return "failed"
+            self._record_run(job, fh.flow_run_id)
+            feature_count = (fh.summary or {}).get("feature_count")
+        queue.update(sym, tf, status="storing", detail="Recording metadata")
+        calls = int(str(load.get("api_calls", 0)))
+        total = int(str(total_before or 0)) + calls
+        rows = int(str(load.get("rows_after", 0)))
+        meta: dict[str, object] = {
+            "history_rows": rows,
+            "api_calls_last_run": calls,
+            "api_calls_total": total,
+            "batch_size": parse_timeframe(tf).ib_max_duration,
+            "segments_last_run": load.get("segments", 0),
+            "last_success": pd.Timestamp.now(tz="UTC"),
+        }
+        bar_store.update_meta(source, sym, tf, **meta)
+        failed = load.get("failed_segments")
+        failed = failed if isinstance(failed, list) else []
+        note = f"{len(failed)} segment(s) failed: " + "; ".join(map(str, failed)) if failed else ""
+        added = int(str(load.get("rows_added", 0)))
+        detail = f"{added:,} new bars" + (f", {feature_count} features" if feature_count else "")
+        queue.update(sym, tf, status="done", progress=100.0, rows=rows, api_calls=calls,
+                     duration=elapsed(), detail=detail, reason=note)  # fmt: skip
+        return "done"
+
+
+# ----------------------------------------------------------------------------- the flow
+
+
+def _jobs(
+    entries: list[UniverseEntry],
+    timeframes: list[str],
+    source: str,
+    delays: Mapping[str, float] | None,
+    source_options: Mapping[str, Any] | None,
+) -> list[_Job]:
+    given = dict(source_options or {})
+    if "time_scale" in given:
+        given["ib_time_scale"] = given.pop("time_scale")
+    params = {k: v for k, v in given.items() if k in _LOAD_PARAMS}
+    options = {k: v for k, v in given.items() if k not in _LOAD_PARAMS}
+    client_ids = itertools.count(int(params.pop("client_id", 1)))
+    delay_of = {k.strip().upper(): float(v) for k, v in (delays or {}).items()}
+    jobs: list[_Job] = []
+    for entry in entries:
+        for tf in timeframes:
+            name = entry.source or source
+            own = name == source
+            job_params = dict(params) if own else {}
+            if name == "ib":
+                job_params["client_id"] = next(client_ids)  # one client id per IB connection
+            delay = delay_of.get(entry.symbol, 0.0)
+            jobs.append(
+                _Job(entry, tf, name, delay, job_params, (options or None) if own else None)
+            )
+    return jobs
+
+
+@flow(name="backfill", flow_run_name="backfill {mode}", log_prints=False)
+def backfill(
+    universe: str | list[Any] = DEFAULT_UNIVERSE,
+    timeframes: list[str] | None = None,
+    mode: str = "tail",
+    max_parallel: int = 4,
+    features: str | dict[str, Any] | None = "default",
+    source: str = "synthetic",
+    store: str = "data",
+    start: str | None = None,
+    end: str | None = None,
+    seed: int = 0,
+    delays: dict[str, float] | None = None,
+    source_options: dict[str, Any] | None = None,
+) -> dict[str, Any] | State[Any]:
+    """Load every symbol of ``universe`` × ``timeframes`` (default 1d, 1h), then its features.
+
+    ``universe`` is a YAML/CSV file or a list of symbols (see :mod:`candleflow.universe`);
+    ``mode``/``start``/``end`` are as in ``load_data``; ``features`` is a feature spec
+    (``"default"``, a mapping, a YAML file) or ``"none"``; ``source`` is the default source of
+    entries that name none, built with ``source_options`` (e.g. ``{"ib_host": …, "ib_port": …}``
+    or the synthetic source's ``{"unknown": ["ZZZZ"]}``); ``delays`` maps a symbol to the
+    synthetic source's seconds per request (demos, tests). Returns the summary as a dict (in a
+    Completed state with a warning message when some rows failed), or a Failed/Cancelled state.
+    """
+    entries = parse_universe(universe)
+    tfs = list(dict.fromkeys(parse_timeframe(t).name for t in (timeframes or DEFAULT_TIMEFRAMES)))
+    load_mode = LoadMode.parse(mode).value
+    validate_source_name(source.strip().lower())
+    if isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1:
+        raise InvalidRequest(f"max_parallel must be an integer ≥ 1, got {max_parallel!r}")
+    spec: dict[str, Any] | None = None
+    if not (features is None or (isinstance(features, str) and features.lower() in _NO_FEATURES)):
+        spec = dict(parse_feature_spec(resolve_spec(features)).to_dict())
+    jobs = _jobs(entries, tfs, source.strip().lower(), delays, source_options)
+    key = artifact_key("backfill")
+    began = time.monotonic()
+    with open_run(f"backfill {len(jobs)} series", [("backfill", 1)], key=key) as run:
+        handle = run.handle
+        queue = QueueTable(
+            f"{key}-queue",
+            [(j.entry.symbol, j.timeframe) for j in jobs],
+            listeners=handle.row_sinks if handle is not None else (),
+        )
+        queue.flush()  # the table exists, all rows queued, before any work starts
+        with run.tracker.stage("backfill", total=len(jobs), unit="Series") as span:
+            runner = _Runner(
+                queue, run.token, span, store=store, mode=load_mode, start=start, end=end,
+                seed=seed, spec=spec, min_interval=handle.min_interval if handle else None,
+            )  # fmt: skip
+            runner._update_detail()
+            workers = min(max_parallel, len(jobs))
+            with ThreadPoolExecutor(workers, thread_name_prefix="candleflow-backfill") as pool:
+                pending = {
+                    pool.submit(contextvars.copy_context().run, runner.run, job) for job in jobs
+                }
+                propagated = False
+                while pending:
+                    _, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                    if run.token.cancelled and not propagated:
+                        runner.cancel_all(run.token.reason or "backfill cancelled")
+                        propagated = True
+                    queue.publish()
+        queue.flush()
+        rows = queue.rows()
+        counts = queue.counts()
+        for row in rows:
+            run.tracker.count("rows", row.rows)
+            run.tracker.count("api_calls", row.api_calls)
+        wall = time.monotonic() - began
+        summary: dict[str, Any] = {
+            "series": len(rows),
+            "done": counts["done"],
+            "failed": counts["failed"],
+            "cancelled": counts["cancelled"],
+            "wall_s": round(wall, 3),
+            "serial_s": round(sum(r.duration for r in rows), 3),
+            "rows": [
+                r.record()
+                | {"duration_s": round(r.duration, 3), "flow_runs": runner.flow_runs.get(r.key, [])}
+                for r in rows
+            ],
+        }
+        if not run.token.cancelled and counts["done"]:
+            run.tracker.complete()
+        if handle is not None:
+            handle.summary = summary
+    failed = [r for r in rows if r.status == "failed"]
+    title = (
+        f"backfill summary: {counts['done']} done, {counts['failed']} failed, "
+        f"{counts['cancelled']} cancelled in {wall:.1f} s"
+    )
+    publish_table(f"{key}-summary", title, [r.record() for r in rows])
+    log = get_run_logger()
+    for row in failed:
+        log.warning("%s %s failed: %s", row.symbol, row.timeframe, row.reason)
+    if run.token.cancelled:
+        return Cancelled(message=f"{title} (cancelled: {run.token.reason})")
+    if failed and not counts["done"]:
+        return Failed(message=f"every series failed; first: {failed[0].symbol} "
+                      f"{failed[0].timeframe}: {failed[0].reason}")  # fmt: skip
+    if failed:
+        names = ", ".join(f"{r.symbol} {r.timeframe}" for r in failed)
+        return Completed(message=f"{len(failed)} of {len(rows)} series failed ({names})",
+                         data=summary)  # fmt: skip
+    return summary

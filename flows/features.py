@@ -1,0 +1,79 @@
+"""The ``features`` flow: compute a series' feature columns beside its bars (DESIGN §6).
+
+It reads the stored bars of one symbol × timeframe, computes the spec's features (``"default"``,
+a mapping, YAML text or a YAML file path) and writes them as Parquet under
+``{store}/features/{source}/{SYMBOL}/{timeframe}/``, recomputing only the rows whose windows
+changed when features are already stored. Progress goes to the run's progress artifact as
+"Feature i/N: <column>"; a cancel stops between features without writing anything.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+from prefect.client.schemas.objects import State
+from prefect.states import Cancelled
+
+from candleflow.feature_store import UpdateResult
+from candleflow.features import parse_feature_spec
+from candleflow.models import parse_symbol
+from candleflow.store import validate_source_name
+from candleflow.timeframes import parse_timeframe
+from tasks.features import update_series_features
+from tasks.progress import artifact_key, open_run, publish_summary
+
+__all__ = ["features", "resolve_spec"]
+
+
+def resolve_spec(spec: object) -> object:
+    """A spec parameter as the core takes it: a ``.yaml``/``.yml`` path string becomes a Path."""
+    if isinstance(spec, str) and spec.strip().lower().endswith((".yaml", ".yml")):
+        return Path(spec.strip()).expanduser()
+    return spec
+
+
+@flow(name="features", flow_run_name="features {symbol} {timeframe}", log_prints=False)
+def features(
+    symbol: str,
+    timeframe: str = "1d",
+    source: str = "synthetic",
+    store: str = "data",
+    spec: str | dict[str, Any] = "default",
+) -> dict[str, Any] | State[Any]:
+    """Update the stored features of ``symbol`` ``timeframe`` bars from ``source`` in ``store``.
+
+    Returns what was done (:meth:`UpdateResult.to_dict`: mode full/incremental/unchanged, rows
+    recomputed, feature count), or a Cancelled state.
+    """
+    sym = parse_symbol(symbol)
+    tf = parse_timeframe(timeframe)
+    validate_source_name(source)
+    parsed = parse_feature_spec(resolve_spec(spec))
+    label = f"{sym} {tf.name}"
+    key = artifact_key("features", sym, tf.name)
+    with open_run(f"features {label}", [("compute_features", 1)], key=key) as run:
+        state = update_series_features(store, source, sym, tf.name, parsed.to_dict(),
+                                       return_state=True)  # fmt: skip
+        if state.is_cancelled():
+            return Cancelled(message=f"features {label} cancelled: nothing written")
+        result = state.result()
+        if not isinstance(result, UpdateResult):
+            raise TypeError(f"update_series_features returned {type(result).__name__}")
+        run.tracker.complete()
+        summary = result.to_dict()
+        if run.handle is not None:
+            run.handle.summary = summary
+    publish_summary(
+        f"{key}-summary",
+        f"features {label}: {result.mode}",
+        [
+            ("mode", f"{result.mode} ({result.reason})"),
+            ("features", result.feature_count),
+            ("rows", f"{result.rows:,}"),
+            ("rows recomputed", f"{result.rows_recomputed:,}"),
+            ("partitions written", len(result.partitions)),
+        ],
+    )
+    return summary

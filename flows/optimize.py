@@ -1,0 +1,411 @@
+"""The ``optimize`` flow: search a strategy's parameters on stored bars (DESIGN §6).
+
+Read it as the pipeline: read the bars from the store, run the core search
+(:func:`candleflow.optimize.optimize`) whose batches of parameter sets go out as
+:func:`tasks.optimize.evaluate_batch` tasks through a task runner — the flow's threads by default,
+prefect-dask's ``DaskTaskRunner`` with ``dask=True`` (a local 2-worker cluster, or the scheduler
+at ``dask_address``) — then publish the top 10 as a table artifact and the best run's equity curve
+as a PNG and an HTML report (``{store}/reports/optimize/{SYMBOL}/{timeframe}/{run}.png/.html``)
+referenced from a markdown artifact.
+
+Each round asks the search for ``batch_size × concurrency`` parameter sets and evaluates them as
+``concurrency`` tasks at once (the flow keeps Prefect's default thread runner: ``concurrency``
+bounds the tasks in flight), so the result depends on the seed, the batch size and the
+concurrency — not on the task runner. The progress artifact reads "Iteration 5/50 · Candle
+7,300/10,000" (candles while thread-runner tasks backtest; iterations only on Dask). A cancel
+(Prefect UI/API, SIGTERM, Ctrl+C) stops the backtests at their next chunk of candles; the flow
+still publishes the best result so far and ends Cancelled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import itertools
+import math
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect import flow, get_run_logger
+from prefect.client.schemas.objects import State
+from prefect.futures import PrefectFuture
+from prefect.states import Cancelled
+
+from candleflow.backtest import BacktestConfig, Metrics, PreparedBars, get_strategy, run_backtest
+from candleflow.backtest.space import Dimension, grid_points
+from candleflow.cli_optimize import parse_space, space_text
+from candleflow.errors import Cancelled as CancelledError
+from candleflow.errors import InvalidRequest
+from candleflow.models import parse_symbol
+from candleflow.optimize import Evaluation, OptimizationResult, objective_value
+from candleflow.optimize import optimize as run_search
+from candleflow.progress import CancelToken
+from candleflow.timeframes import parse_timeframe
+from tasks.optimize import OPTIMIZE_SPAN, BatchOutcome, evaluate_batch, read_bars, save_report
+from tasks.progress import artifact_key, open_run, publish_summary, publish_table
+
+__all__ = ["TaskBatchEvaluator", "optimize"]
+
+STAGES: tuple[tuple[str, float], ...] = (("read_bars", 2.0), ("optimize", 95.0), ("report", 3.0))
+TOP = 10
+#: Seconds a cancelled run waits for the search to return on its own (see
+#: _search_until_cancelled); the cancel watcher polls the run state every WATCH_INTERVAL.
+CANCEL_GRACE = 0.5
+WATCH_INTERVAL = 0.25
+Submit = Callable[[Sequence[Mapping[str, object]]], PrefectFuture[BatchOutcome]]
+
+
+class TaskBatchEvaluator:
+    """The core search's ``evaluate_batch``: splits a round of parameter sets into up to
+    ``concurrency`` batches of at most ``batch_size`` (at least ``concurrency`` when there are
+    enough), submits one task per batch and returns the metrics in order.
+
+    When a task stopped early (cancelled), raises ``Cancelled`` with the metrics of the batches
+    before it plus its own finished prefix as ``partial`` — what the core keeps.
+    """
+
+    def __init__(
+        self,
+        submit: Submit,
+        batch_size: int,
+        concurrency: int,
+        on_done: Callable[[int], None] | None = None,
+    ) -> None:
+        self.submit = submit
+        self.batch_size = batch_size
+        self.concurrency = concurrency
+        self.on_done = on_done  # told how many were evaluated (when tasks report no progress)
+        self.tasks = 0
+        #: Every parameter set evaluated, with its metrics: the best so far if the search is
+        #: abandoned while it computes its next batch (see _search_until_cancelled).
+        self.evaluated: list[tuple[Mapping[str, object], Metrics]] = []
+        #: Set while a round is being evaluated (clear: the search is choosing its next one).
+        self.evaluating = threading.Event()
+
+    def __call__(self, param_sets: Sequence[Mapping[str, object]]) -> list[Metrics]:
+        self.evaluating.set()
+        try:
+            return self._evaluate(param_sets)
+        finally:
+            self.evaluating.clear()
+
+    def _evaluate(self, param_sets: Sequence[Mapping[str, object]]) -> list[Metrics]:
+        n = len(param_sets)
+        if n == 0:
+            return []
+        k = max(-(-n // self.batch_size), min(self.concurrency, n))
+        bounds = [round(i * n / k) for i in range(k + 1)]
+        futures = [self.submit(param_sets[lo:hi]) for lo, hi in itertools.pairwise(bounds)]
+        self.tasks += len(futures)
+        outcomes = [future.result() for future in futures]
+        metrics: list[Metrics] = []
+        for outcome in outcomes:
+            metrics.extend(outcome.metrics)
+            if outcome.cancelled:
+                break
+        self.evaluated.extend(zip(param_sets, metrics, strict=False))
+        if self.on_done is not None:
+            self.on_done(len(metrics))
+        if any(outcome.cancelled for outcome in outcomes):
+            raise CancelledError("optimization cancelled", partial=metrics)
+        return metrics
+
+
+def _round_size(batch_size: int, concurrency: int) -> int:
+    return batch_size * concurrency
+
+
+def _search_until_cancelled(
+    search: Callable[[], OptimizationResult],
+    token: CancelToken,
+    evaluating: threading.Event,
+    grace: float,
+) -> OptimizationResult | None:
+    """Run ``search`` in a helper thread (with this context: the flow run's) and wait for it.
+
+    Once ``token`` is cancelled: while a round is ``evaluating``, wait (at most ``grace``
+    seconds) for its tasks to stop at their next chunk of candles and the search to return the
+    best so far; otherwise the search is choosing its next round — a Bayesian search can spend
+    seconds in scikit-optimize's ``ask`` (it refits its model for each point of a batch) — and is
+    abandoned at once: None is returned, and it stops on its own before its next round.
+    """
+    box: dict[str, Any] = {}
+    finished = threading.Event()
+    context = contextvars.copy_context()
+
+    def target() -> None:
+        try:
+            box["result"] = context.run(search)
+        except BaseException as exc:  # re-raised in the flow's thread
+            box["error"] = exc
+        finally:
+            finished.set()
+
+    threading.Thread(target=target, name="candleflow-optimize-search", daemon=True).start()
+    while not finished.wait(0.05):
+        if token.cancelled:
+            if evaluating.is_set():
+                finished.wait(grace)
+            break
+    if "error" in box:
+        raise box["error"]
+    result = box.get("result")
+    return result if isinstance(result, OptimizationResult) else None
+
+
+def _result_so_far(
+    evaluator: TaskBatchEvaluator, strategy: str, method: str, objective: str, seed: int
+) -> OptimizationResult:
+    """What a search abandoned on cancel had evaluated, as the core would report it."""
+    evaluations = tuple(
+        Evaluation(dict(params), metrics, objective_value(metrics, objective))  # type: ignore[arg-type]
+        for params, metrics in evaluator.evaluated
+    )
+    ranked = [e for e in evaluations if not math.isnan(e.objective)]
+    best = max(ranked, key=lambda e: e.objective, default=evaluations[0] if evaluations else None)
+    return OptimizationResult(
+        method=method, strategy=strategy, objective=objective, evaluations=evaluations,
+        best=best, iterations=len(evaluations), infeasible=0, cancelled=True, seed=seed,
+    )  # fmt: skip
+
+
+def _planned_iterations(
+    method: str, iterations: int, dims: Mapping[str, Dimension], strategy: str
+) -> int:
+    """The iteration total shown: for a grid, its feasible cells (at most ``iterations``)."""
+    if method != "grid":
+        return iterations
+    spec = get_strategy(strategy)
+    feasible = 0
+    for point in grid_points(dims):
+        try:
+            spec.resolve(point)
+        except InvalidRequest:
+            continue
+        feasible += 1
+        if feasible >= iterations:
+            break
+    return feasible
+
+
+@contextlib.contextmanager
+def _dask_submitter(address: str | None) -> Iterator[Callable[..., PrefectFuture[BatchOutcome]]]:
+    """Submit evaluate_batch to a DaskTaskRunner (local 2-worker cluster unless ``address``)."""
+    try:
+        from prefect_dask.task_runners import DaskTaskRunner
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise InvalidRequest(
+            "dask=True needs prefect-dask: pip install 'candleflow[dask]'"
+        ) from None
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    runner = (
+        DaskTaskRunner(address=address)
+        if address
+        else DaskTaskRunner(
+            cluster_kwargs={"n_workers": 2, "threads_per_worker": 1, "dashboard_address": ":0"}
+        )
+    )
+    updates: dict[Any, Any] = {}
+    if not PREFECT_API_URL.value():
+        # An in-process run on the ephemeral API: the workers must report to this one, not
+        # start an ephemeral API of their own (tasks carry the flow's settings to the workers).
+        from prefect.server.api.server import SubprocessASGIServer
+
+        server = SubprocessASGIServer._instances.get(None)
+        if server is not None and server.running:
+            updates[PREFECT_API_URL] = server.api_url
+    with runner, temporary_settings(updates=updates):
+
+        def submit(**parameters: Any) -> PrefectFuture[BatchOutcome]:
+            return runner.submit(evaluate_batch, parameters=parameters)
+
+        yield submit
+
+
+@flow(
+    name="optimize",
+    flow_run_name="optimize {symbol} {timeframe} {strategy} {method}",
+    log_prints=False,
+)
+def optimize(
+    symbol: str,
+    timeframe: str = "1h",
+    strategy: str = "sma_cross",
+    space: str | dict[str, Any] | None = None,
+    method: str = "bayes",
+    iterations: int = 50,
+    objective: str = "sharpe",
+    source: str = "synthetic",
+    store: str = "data",
+    batch_size: int = 8,
+    concurrency: int = 2,
+    seed: int = 0,
+    cash: float = 10_000.0,
+    commission: float = 0.0,
+    slippage: float = 0.0,
+    split: float | None = None,
+    base_estimator: str = "gp",
+    dask: bool = False,
+    dask_address: str | None = None,
+) -> dict[str, Any] | State[Any]:
+    """Search ``strategy``'s parameters on the stored ``source`` bars of ``symbol``.
+
+    ``space`` is a mapping like ``{"fast": [5, 50], "slow": [10, 200]}`` or text
+    ``"fast=5:50,slow=10:200"`` (default: the strategy's, see ``candleflow.cli_optimize``);
+    ``method`` bayes, random or grid; ``objective`` sharpe, return, calmar, …; ``split`` the
+    in-sample fraction (the top results are re-run out of sample). Returns the summary as a dict
+    (best parameters and metrics, top 10, report paths), or a Cancelled state after publishing
+    the best result so far.
+    """
+    name = parse_symbol(symbol)
+    tf = parse_timeframe(timeframe)
+    spec = get_strategy(strategy)
+    dims = parse_space(space, spec)
+    config = BacktestConfig(cash=cash, commission=commission, slippage=slippage)
+    for option, value in (("iterations", iterations), ("batch_size", batch_size),
+                          ("concurrency", concurrency)):  # fmt: skip
+        if value < 1:
+            raise InvalidRequest(f"{option}={value} is invalid: use ≥ 1")
+    label = f"{name} {tf.name} {spec.name}"
+    key = artifact_key("optimize", name, tf.name)
+    logger = get_run_logger()
+
+    with open_run(f"optimize {label}", STAGES, key=key, watch_interval=WATCH_INTERVAL) as run:
+        bars = read_bars(store, source, name, tf.name)
+        split_bar = int(len(bars) * split) if split is not None else None
+        prepared = PreparedBars.from_frame(bars)
+        total = _planned_iterations(method, iterations, dims, spec.name)
+        with contextlib.ExitStack() as stack:
+            span = stack.enter_context(run.tracker.stage("optimize", total=total, unit="Iteration"))
+            if dask:
+                submit_task = stack.enter_context(_dask_submitter(dask_address))
+                # Dask tasks get a plain frame (it pickles) and report no candles.
+                task_bars: pd.DataFrame | PreparedBars = bars[["open", "close"]]
+            else:
+                run.spans[OPTIMIZE_SPAN] = span
+                stack.callback(run.spans.pop, OPTIMIZE_SPAN, None)
+                submit_task = evaluate_batch.submit
+                task_bars = prepared
+
+            def submit(param_sets: Sequence[Mapping[str, object]]) -> PrefectFuture[BatchOutcome]:
+                return submit_task(
+                    bars=task_bars, strategy=spec.name, param_sets=list(param_sets),
+                    config=config, stop=split_bar, timeframe=tf.name,
+                )  # fmt: skip
+
+            evaluator = TaskBatchEvaluator(
+                submit, batch_size, concurrency, on_done=span.advance if dask else None
+            )
+
+            def search() -> OptimizationResult:
+                return run_search(
+                    bars, spec, dims, method=method,  # type: ignore[arg-type]
+                    iterations=iterations, objective=objective, config=config, split=split,
+                    seed=seed, batch_size=_round_size(batch_size, concurrency),
+                    base_estimator=base_estimator, timeframe=tf.name, evaluate_batch=evaluator,
+                    cancel_token=run.token,
+                )  # fmt: skip
+
+            result = _search_until_cancelled(search, run.token, evaluator.evaluating, CANCEL_GRACE)
+            if result is None:
+                logger.warning("the search was busy choosing its next batch: reporting the "
+                               "%d evaluations finished before the cancel",
+                               len(evaluator.evaluated))  # fmt: skip
+                result = _result_so_far(evaluator, spec.name, method, objective, seed)
+        summary = _summarise(result, name, tf.name, dims, evaluator.tasks)
+        if result.best is not None:
+            best = run_backtest(prepared, spec, result.best.params, config=config,
+                                timeframe=tf, stop=split_bar)  # fmt: skip
+            run_name = _run_name(run.flow_run_id)
+            folder = Path(store) / "reports" / "optimize" / name / tf.name
+            title = f"{label} · best {_params_text(result.best.params)}"
+            files = save_report(best, result.to_frame(TOP), folder, run_name, title)
+            summary["report_png"] = str(files.png)
+            summary["report_html"] = str(files.html)
+        if not result.cancelled:
+            run.tracker.complete()
+        if run.handle is not None:
+            run.handle.summary = summary
+    _publish(key, label, summary)
+    if result.cancelled:
+        message = (
+            f"optimize {label} cancelled after {result.iterations} of {total} iterations; "
+            f"best so far: {summary.get('best_params_text', 'none')}"
+        )
+        logger.warning(message)
+        return Cancelled(message=message)
+    return summary
+
+
+def _run_name(flow_run_id: Any) -> str:
+    stamp = pd.Timestamp.now(tz="UTC").strftime("%Y%m%dT%H%M%S")
+    return f"{stamp}-{str(flow_run_id)[:8]}" if flow_run_id is not None else stamp
+
+
+def _params_text(params: Mapping[str, object]) -> str:
+    return ",".join(f"{k}={v}" for k, v in params.items())
+
+
+def _plain(value: object) -> object:
+    """JSON-safe: floats rounded to 6 digits, NaN/inf as None."""
+    if isinstance(value, float):
+        return round(value, 6) if math.isfinite(value) else None
+    return value
+
+
+def _summarise(
+    result: OptimizationResult, symbol: str, timeframe: str, dims: Mapping[str, Dimension],
+    tasks: int,
+) -> dict[str, Any]:  # fmt: skip
+    top = result.to_frame(TOP)
+    rows = [{k: _plain(v) for k, v in row.items()} for row in top.to_dict("records")]
+    summary: dict[str, Any] = {
+        "symbol": symbol,
+        "timeframe": timeframe,
+        "strategy": result.strategy,
+        "method": result.method,
+        "objective": result.objective,
+        "space": space_text(dims),
+        "params": list(dims),
+        "iterations": result.iterations,
+        "infeasible": result.infeasible,
+        "tasks": tasks,
+        "seed": result.seed,
+        "cancelled": result.cancelled,
+        "top": rows,
+    }
+    if result.best is not None:
+        summary["best_params"] = dict(result.best.params)
+        summary["best_params_text"] = _params_text(result.best.params)
+        summary["best_objective"] = _plain(result.best.objective)
+        summary["best_metrics"] = {k: _plain(v) for k, v in result.best.metrics.to_dict().items()}
+    return summary
+
+
+def _publish(key: str, label: str, summary: Mapping[str, Any]) -> None:
+    state = "cancelled" if summary["cancelled"] else "completed"
+    publish_table(
+        f"{key}-top",
+        f"optimize {label}: top {len(summary['top'])} of {summary['iterations']} parameter sets "
+        f"by {summary['objective']} ({state})",
+        summary["top"],
+    )
+    rows: list[tuple[str, object]] = [
+        ("search", f"{summary['method']} over {summary['space']}, seed {summary['seed']}"),
+        ("iterations", f"{summary['iterations']} ({summary['tasks']} tasks)"),
+        ("best parameters", summary.get("best_params_text", "none")),
+        ("best objective", f"{summary['objective']} = {summary.get('best_objective')}"),
+    ]
+    metrics = summary.get("best_metrics") or {}
+    for metric in ("final_equity", "total_return", "sharpe", "max_drawdown", "trades"):
+        if metric in metrics:
+            rows.append((metric, metrics[metric]))
+    for kind in ("png", "html"):
+        path = summary.get(f"report_{kind}")
+        if path:
+            rows.append((f"report ({kind})", f"[{path}]({Path(path).resolve().as_uri()})"))
+    publish_summary(f"{key}-summary", f"optimize {label} {state}", rows)

@@ -1,0 +1,139 @@
+"""Helpers of the e2e tests that run a real Prefect server and process workers (not a test file).
+
+`prefect server start` on a free 127.0.0.1 port with a temporary PREFECT_HOME, background
+processes in their own session (stopped with their children), the `prefect` CLI run against
+that server, and polling with a timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+PREFECT = [sys.executable, "-m", "prefect"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait(condition: Callable[[], Any], timeout: float, what: str, step: float = 0.2) -> Any:
+    """Poll ``condition`` until it returns something truthy (returned) or fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def background(
+    args: list[str], env: dict[str, str], log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A background process in its own session (so its children stop with it)."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            yield proc
+        finally:
+            for sig, grace in ((signal.SIGINT, 15), (signal.SIGKILL, 5)):
+                if proc.poll() is not None:
+                    break
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, sig)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(grace)
+
+
+_DEPLOY_ALL = """
+import sys
+from prefect.client.orchestration import PrefectClient
+
+_read = PrefectClient.read_workers_for_work_pool
+
+async def _read_with_limit(self, name, worker_filter=None, offset=None, limit=None):
+    return await _read(self, name, worker_filter=worker_filter, offset=offset or 0,
+                       limit=limit or 200)
+
+PrefectClient.read_workers_for_work_pool = _read_with_limit
+from prefect.cli import app
+sys.argv = ["prefect", "--no-prompt", "deploy", "--all"]
+app()
+"""
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    env: dict[str, str]
+    home: Path
+
+    def prefect(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run the `prefect` CLI from the checkout against this server."""
+        return subprocess.run(
+            [*PREFECT, *args], cwd=ROOT, env=self.env, capture_output=True, text=True,
+            timeout=timeout, check=False,
+        )  # fmt: skip
+
+    def deploy_all(self) -> subprocess.CompletedProcess[str]:
+        """`prefect --no-prompt deploy --all` from the checkout, with prefect 3.8.8's client fixed.
+
+        That client lists the pool's workers after each deployment with a null ``limit``, which
+        its own API rejects (422), so plain ``deploy --all`` stops after the first deployment.
+        """
+        return subprocess.run(
+            [sys.executable, "-c", _DEPLOY_ALL], cwd=ROOT, env=self.env, capture_output=True,
+            text=True, timeout=180, check=False,
+        )  # fmt: skip
+
+    def worker(self, pool: str, log: Path) -> contextlib.AbstractContextManager[Any]:
+        return background([*PREFECT, "worker", "start", "--pool", pool], self.env, log)
+
+
+@contextlib.contextmanager
+def prefect_server(tmp_path: Path) -> Iterator[Server]:
+    """`prefect server start` on a free loopback port, temporary home; yields when healthy."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(
+        PREFECT_HOME=str(tmp_path / "prefect"),
+        PREFECT_API_URL=url,
+        PREFECT_SERVER_API_HOST="127.0.0.1",
+        PREFECT_SERVER_API_PORT=str(port),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_LOGGING_LEVEL="WARNING",
+        PREFECT_WORKER_QUERY_SECONDS="1",
+        CANDLEFLOW_HOME=str(ROOT),
+    )
+    log = tmp_path / "server.log"
+    server_cmd = [*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    with background(server_cmd, env, log) as server:
+        wait(lambda: healthy(url) or server.poll() is not None, 90, "the server")
+        assert server.poll() is None, log.read_text()
+        yield Server(url, env, tmp_path / "prefect")
