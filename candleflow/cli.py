@@ -121,9 +121,10 @@ def load(
         Path | None, typer.Option(help="CSV/Parquet file or folder (--source files).")
     ] = None,
     exchange: Annotated[str, typer.Option(help="Exchange calendar, e.g. XNYS.")] = "XNYS",
-    align: Annotated[str, typer.Option(help="Intraday bar alignment: clock or session.")] = (
-        "clock"
-    ),
+    align: Annotated[
+        str,
+        typer.Option(help="Intraday bar alignment: auto (detect a file's), clock or session."),
+    ] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the synthetic source.")] = 0,
     delay: Annotated[float, typer.Option(help="Seconds per synthetic request (demos).")] = 0.0,
     ib_host: Annotated[str, typer.Option(help="IB gateway host (--source ib).")] = "127.0.0.1",

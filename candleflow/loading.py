@@ -18,7 +18,14 @@ from dataclasses import dataclass, field, replace
 import pandas as pd
 
 from candleflow.bars import drop_invalid_bars, empty_bars
-from candleflow.calendars import Alignment, expected_bars, get_calendar, parse_alignment, to_utc
+from candleflow.calendars import (
+    Alignment,
+    detect_alignment,
+    expected_bars,
+    get_calendar,
+    parse_alignment,
+    to_utc,
+)
 from candleflow.errors import (
     Cancelled,
     CandleflowError,
@@ -91,7 +98,8 @@ class LoadRequest:
     start: pd.Timestamp | None = None
     end: pd.Timestamp | None = None
     calendar: str = "XNYS"
-    align: Alignment = "clock"
+    #: Intraday bar alignment; ``None`` means "auto" until :func:`resolve_alignment` decides.
+    align: Alignment | None = "clock"
 
     @classmethod
     def parse(
@@ -103,7 +111,7 @@ class LoadRequest:
         end: object = None,
         mode: str | LoadMode = "tail",
         calendar: str = "XNYS",
-        align: str = "clock",
+        align: str = "auto",
     ) -> LoadRequest:
         """Validate user input; naive dates are exchange-local, a date-only ``end`` is inclusive."""
         if not isinstance(symbol, str) or not symbol.strip():
@@ -119,11 +127,40 @@ class LoadRequest:
             raise InvalidRequest(
                 f"start {start} is not before end {end}: swap them or widen the range"
             )
-        return cls(symbol.strip().upper(), tf, load_mode, lo, hi, calendar, parse_alignment(align))
+        alignment = None if align == "auto" else parse_alignment(align)
+        return cls(symbol.strip().upper(), tf, load_mode, lo, hi, calendar, alignment)
 
     @property
     def label(self) -> str:
         return f"{self.symbol} {self.timeframe.name}"
+
+    @property
+    def grid_align(self) -> Alignment:
+        """The alignment the calendar grid uses (``clock`` while still undecided)."""
+        return self.align or "clock"
+
+
+def resolve_alignment(
+    request: LoadRequest, source: Source | None, stored: pd.DatetimeIndex
+) -> LoadRequest:
+    """Decide an ``auto`` alignment: from the file a ``files`` source reads, else from the bars
+    already stored, else IB's ``clock`` grid. A file whose grid is unclear raises
+    ``InvalidRequest`` asking for ``--align``; stored bars that are unclear fall back to clock.
+    """
+    if request.align is not None or request.timeframe.is_daily:
+        return replace(request, align=request.grid_align)
+    detect = getattr(source, "detect_alignment", None)
+    if callable(detect):
+        found: Alignment = detect(request.symbol, request.timeframe, request.calendar)
+        return replace(request, align=found)
+    if len(stored):
+        try:
+            return replace(
+                request, align=detect_alignment(stored, request.calendar, request.timeframe)
+            )
+        except InvalidRequest:
+            pass
+    return replace(request, align="clock")
 
 
 def _is_date_only(value: object) -> bool:
@@ -214,7 +251,7 @@ def analyze_gaps(
         end,
         head=head,
         now=now,
-        align=request.align,
+        align=request.grid_align,
     )
     return LoadPlan(start, end, report, ())
 
@@ -272,7 +309,7 @@ def plan_segments(
     done = completed or Completed()
     gaps = gaps_for_mode(plan.report.gaps, request.mode, done.start, done.end)
     grid = expected_bars(
-        request.calendar, request.timeframe, plan.start, plan.end, align=request.align
+        request.calendar, request.timeframe, plan.start, plan.end, align=request.grid_align
     )
     segments = _plan(bars_in_gaps(grid, gaps), request.timeframe, request.mode)
     return replace(plan, segments=tuple(segments))
@@ -499,6 +536,7 @@ def run_load(
         existing = load_local(store, source.name, request)
         completed = read_completed(store, source.name, request)
     stored = pd.DatetimeIndex(existing.index)
+    request = resolve_alignment(request, None if local_only else source, stored)
     tracker.set_counter("rows", 0)
     with tracker.stage("analyze_gaps"):
         plan = analyze_gaps(request, stored, head, now)
@@ -521,6 +559,7 @@ def run_load(
             )
         with tracker.stage("save_bars"):
             meta: dict[str, object] = {
+                "align": request.grid_align,
                 "head_timestamp": head.isoformat() if head is not None else None,
                 "last_fetch": now.isoformat(),
                 "api_calls": result.stats.api_calls,
@@ -533,7 +572,7 @@ def run_load(
         merged = existing
     final = _analyze(
         pd.DatetimeIndex(merged.index), request.calendar, request.timeframe, plan.start, plan.end,
-        head=head, now=now, align=request.align,
+        head=head, now=now, align=request.grid_align,
     )  # fmt: skip
     summary = LoadSummary(
         symbol=request.symbol,

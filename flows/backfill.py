@@ -31,7 +31,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Final
@@ -48,7 +48,6 @@ from candleflow.progress import CancelToken, Span
 from candleflow.store import BarStore, validate_source_name
 from candleflow.timeframes import parse_timeframe
 from candleflow.universe import UniverseEntry, parse_universe
-from flows import load_data as load_module
 from flows.features import features as features_flow
 from flows.features import resolve_spec
 from flows.load_data import load_data
@@ -70,45 +69,9 @@ DEFAULT_TIMEFRAMES: Final = ("1d", "1h")
 #: Share of a row's progress taken by the load (the features take the rest).
 LOAD_SHARE: Final = 80.0
 _NO_FEATURES: Final = frozenset({"", "none", "off", "false"})
-#: Source options that are load_data parameters (the others reach the source another way).
-_LOAD_PARAMS: Final = frozenset({"path", "align", "ib_host", "ib_port", "client_id",
+#: Source options that are load_data parameters (the others go in its ``source_options``).
+_LOAD_PARAMS: Final = frozenset({"path", "align", "seed", "ib_host", "ib_port", "client_id",
                                  "ib_time_scale"})  # fmt: skip
-
-# ----------------------------------------------------------------------------- source options
-
-_SOURCE_OPTIONS: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(
-    "candleflow_backfill_source_options", default=None
-)
-
-
-class _WithSourceOptions:
-    """Wraps ``flows.load_data.make_source`` so the source options of the backfill running in
-    this context that are not ``load_data`` parameters (the synthetic source's ``unknown``,
-    ``symbols``, ``head``) reach the sources its subflows build.
-
-    ``load_data``'s parameters carry the common source options only; until it takes a
-    ``source_options`` parameter, this is how a backfill passes the others to its subflows.
-    """
-
-    def __init__(self, inner: Callable[..., Any]) -> None:
-        self.inner = inner
-
-    def __call__(self, name: str, **options: Any) -> Any:
-        extra = _SOURCE_OPTIONS.get()
-        return self.inner(name, **{**options, **(extra or {})})
-
-
-@contextlib.contextmanager
-def _source_options(options: Mapping[str, Any] | None) -> Iterator[None]:
-    current = getattr(load_module, "make_source")  # noqa: B009 (not in load_data's __all__)
-    if not isinstance(current, _WithSourceOptions):
-        setattr(load_module, "make_source", _WithSourceOptions(current))  # noqa: B010
-    reset = _SOURCE_OPTIONS.set(options)
-    try:
-        yield
-    finally:
-        _SOURCE_OPTIONS.reset(reset)
-
 
 # ----------------------------------------------------------------------------- one row
 
@@ -120,7 +83,7 @@ class _Job:
     source: str
     delay: float
     params: Mapping[str, Any]  # load_data parameters (ib_host, ib_port, client_id, …)
-    options: Mapping[str, Any] | None  # other source options, through _source_options
+    options: dict[str, Any] | None  # other source options: load_data's source_options
 
 
 def _reason(state: State[Any]) -> str:
@@ -214,14 +177,12 @@ class _Runner:
         bar_store = BarStore(self.store)
         total_before = bar_store.read_meta(source, sym, tf).get("api_calls_total", 0)
         sink = RowProgress(queue, sym, tf, high=LOAD_SHARE, span=span, started=started)
-        with (
-            _source_options(job.options),
-            progress_context(extra_sinks=[sink], token=token, min_interval=self.min_interval) as h,
-        ):
+        params = {"seed": self.seed, **job.params}
+        with progress_context(extra_sinks=[sink], token=token, min_interval=self.min_interval) as h:
             state = load_data(
                 symbol=sym, timeframe=tf, start=self.start, end=self.end, mode=self.mode,
-                source=source, exchange=job.entry.exchange, store=self.store, seed=self.seed,
-                delay=job.delay, **job.params, return_state=True,
+                source=source, exchange=job.entry.exchange, store=self.store, delay=job.delay,
+                source_options=job.options, **params, return_state=True,
             )  # fmt: skip
         load = h.summary or {}
         self._record_run(job, h.flow_run_id)
@@ -292,6 +253,11 @@ def _jobs(
     given = dict(source_options or {})
     if "time_scale" in given:
         given["ib_time_scale"] = given.pop("time_scale")
+    default_delay = given.pop("delay", 0.0)
+    if isinstance(default_delay, bool) or not isinstance(default_delay, int | float):
+        raise InvalidRequest(
+            f"source option delay must be seconds per request, got {default_delay!r}"
+        )
     params = {k: v for k, v in given.items() if k in _LOAD_PARAMS}
     options = {k: v for k, v in given.items() if k not in _LOAD_PARAMS}
     client_ids = itertools.count(int(params.pop("client_id", 1)))
@@ -304,7 +270,8 @@ def _jobs(
             job_params = dict(params) if own else {}
             if name == "ib":
                 job_params["client_id"] = next(client_ids)  # one client id per IB connection
-            delay = delay_of.get(entry.symbol, 0.0)
+            # The synthetic source's seconds per request: the symbol's own, else the default.
+            delay = delay_of.get(entry.symbol, float(default_delay) if own else 0.0)
             jobs.append(
                 _Job(entry, tf, name, delay, job_params, (options or None) if own else None)
             )
@@ -332,8 +299,10 @@ def backfill(
     ``mode``/``start``/``end`` are as in ``load_data``; ``features`` is a feature spec
     (``"default"``, a mapping, a YAML file) or ``"none"``; ``source`` is the default source of
     entries that name none, built with ``source_options`` (e.g. ``{"ib_host": …, "ib_port": …}``
-    or the synthetic source's ``{"unknown": ["ZZZZ"]}``); ``delays`` maps a symbol to the
-    synthetic source's seconds per request (demos, tests). Returns the summary as a dict (in a
+    or the synthetic source's ``{"unknown": ["ZZZZ"]}``) — those that are ``load_data``
+    parameters go to its subflows as such, the rest as their ``source_options``; ``delays`` maps
+    a symbol to the synthetic source's seconds per request (demos, tests), the others take
+    ``source_options["delay"]`` (default 0). Returns the summary as a dict (in a
     Completed state with a warning message when some rows failed), or a Failed/Cancelled state.
     """
     entries = parse_universe(universe)

@@ -12,7 +12,8 @@ the next segment boundary, saves what was fetched, and ends the run Cancelled.
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Final
 
 import pandas as pd
 from prefect import flow, get_run_logger
@@ -20,9 +21,16 @@ from prefect.client.schemas.objects import State
 from prefect.states import Cancelled
 
 from candleflow.bars import drop_invalid_bars, empty_bars
-from candleflow.errors import CandleflowError
+from candleflow.errors import CandleflowError, InvalidRequest
 from candleflow.gaps import analyze_gaps as final_gaps
-from candleflow.loading import FetchResult, LoadRequest, LoadSummary, read_completed, stage_plan
+from candleflow.loading import (
+    FetchResult,
+    LoadRequest,
+    LoadSummary,
+    read_completed,
+    resolve_alignment,
+    stage_plan,
+)
 from candleflow.loading import save_bars as write_bars
 from candleflow.models import FetchStats, GapClass, LoadMode
 from candleflow.sources.base import Source
@@ -79,13 +87,14 @@ def load_data(
     exchange: str = "XNYS",
     store: str = "data",
     path: str | None = None,
-    align: str = "clock",
+    align: str = "auto",
     seed: int = 0,
     delay: float = 0.0,
     ib_host: str = DEFAULT_IB_HOST,
     ib_port: int = DEFAULT_IB_PORT,
     client_id: int = DEFAULT_CLIENT_ID,
     ib_time_scale: float = 1.0,
+    source_options: dict[str, Any] | None = None,
 ) -> dict[str, Any] | State[Any]:
     """Load ``symbol`` bars of ``timeframe`` from ``source`` into the store at ``store``.
 
@@ -94,19 +103,24 @@ def load_data(
     ``files`` source; ``seed`` and ``delay`` (seconds per request) tune the ``synthetic`` one.
     ``ib_host``/``ib_port``/``client_id`` choose the gateway of the ``ib`` source (TWS, IB Gateway
     or ``candleflow ib-sim``); ``ib_time_scale`` shrinks IB's pacing windows and must match a
-    simulator's ``--time-scale`` (keep 1 for a real gateway).
+    simulator's ``--time-scale`` (keep 1 for a real gateway). ``source_options`` are further
+    keyword options of the source (``make_source``), e.g. the synthetic source's
+    ``{"unknown": ["ZZZZ"]}``, ``{"symbols": [...]}`` or ``{"head": "2020-01-02"}``; an option the
+    source does not take raises ``InvalidRequest``, and so does one that is a parameter here
+    (give ``delay=``, not ``{"delay": …}``).
     Returns the load summary as a dict, or a Cancelled state (after saving) when cancelled.
     """
     request = LoadRequest.parse(
         symbol, timeframe, start=start, end=end, mode=mode, calendar=exchange, align=align
     )
+    extra = _extra_options(source_options)
     bar_store = BarStore(store)
     key = artifact_key("load", request.symbol, request.timeframe.name)
     with open_run(f"load {request.label}", stage_plan(request.mode), key=key) as run:
         bar_source = make_source(
             source, path=path, seed=seed, delay=delay, cancel_wait=run.token.wait,
             ib_host=ib_host, ib_port=ib_port, client_id=client_id, time_scale=ib_time_scale,
-            cancel_token=run.token,
+            cancel_token=run.token, **extra,
         )  # fmt: skip
         try:
             summary = _load(request, bar_source, bar_store)
@@ -144,6 +158,31 @@ def load_data(
     return result
 
 
+#: Source options that load_data sets itself: the parameter that gives each (None: internal).
+_OWN_OPTIONS: Final[Mapping[str, str | None]] = {
+    "path": "path", "seed": "seed", "delay": "delay", "ib_host": "ib_host", "ib_port": "ib_port",
+    "client_id": "client_id", "time_scale": "ib_time_scale", "cancel_wait": None,
+    "cancel_token": None,
+}  # fmt: skip
+
+
+def _extra_options(source_options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``source_options`` checked not to clash with what load_data passes the source itself."""
+    if source_options is None:
+        return {}
+    if not isinstance(source_options, Mapping):
+        raise InvalidRequest(
+            f"source_options must be a mapping of option names to values, got {source_options!r}"
+        )
+    extra = {str(k): v for k, v in source_options.items()}
+    for option in extra:
+        if option in _OWN_OPTIONS:
+            param = _OWN_OPTIONS[option]
+            how = f"give it as load_data's {param}= parameter" if param else "it is set internally"
+            raise InvalidRequest(f"source_options may not contain {option!r}: {how}")
+    return extra
+
+
 def _load(request: LoadRequest, source: Source, store: BarStore) -> LoadSummary:
     """The stages in order (the flow's body, kept apart so the flow reads as set-up + report)."""
     started = time.monotonic()
@@ -157,6 +196,7 @@ def _load(request: LoadRequest, source: Source, store: BarStore) -> LoadSummary:
     existing = load_local(store, source.name, request)
     completed = read_completed(store, source.name, request)
     stored = pd.DatetimeIndex(existing.index)
+    request = resolve_alignment(request, None if local_only else source, stored)
     plan = analyze_gaps(request, stored, head, now)
     plan = plan_segments(request, plan, completed)
     fetched = FetchResult(empty_bars(), FetchStats())
@@ -176,6 +216,7 @@ def _load(request: LoadRequest, source: Source, store: BarStore) -> LoadSummary:
                 fetched = result
         merged = merge_bars(existing, flush.bars(fetched.bars))
         meta: dict[str, object] = {
+            "align": request.grid_align,
             "head_timestamp": head.isoformat() if head is not None else None,
             "last_fetch": now.isoformat(),
             "api_calls": source.api_calls - calls_before,
@@ -187,7 +228,7 @@ def _load(request: LoadRequest, source: Source, store: BarStore) -> LoadSummary:
         flush.rows_added += written.rows_added
     report = final_gaps(
         pd.DatetimeIndex(merged.index), request.calendar, request.timeframe, plan.start, plan.end,
-        head=head, now=now, align=request.align,
+        head=head, now=now, align=request.grid_align,
     )  # fmt: skip
     return LoadSummary(
         symbol=request.symbol,

@@ -521,18 +521,13 @@ def detach_ephemeral_api() -> None:
 def read_run_artifacts(
     client: Any, flow_run_ids: Sequence[UUID], types: Sequence[str] = ("progress",)
 ) -> list[Any]:
-    """Artifacts of the given flow runs, most recently updated first (a sync Prefect client).
-
-    Goes to the filter endpoint directly: prefect 3.8's ``read_artifacts`` sends unset filters as
-    null (rejected by the API) and an empty task-run filter drops artifacts made by the flow
-    itself, which is where the progress artifact lives.
-    """
+    """Artifacts of the given flow runs, most recently updated first (a sync Prefect client)."""
     from prefect.client.schemas.filters import (
         ArtifactFilter,
         ArtifactFilterFlowRunId,
         ArtifactFilterType,
     )
-    from prefect.client.schemas.objects import Artifact
+    from prefect.client.schemas.sorting import ArtifactSort
 
     if not flow_run_ids:
         return []
@@ -540,17 +535,11 @@ def read_run_artifacts(
         flow_run_id=ArtifactFilterFlowRunId(any_=list(flow_run_ids)),
         type=ArtifactFilterType(any_=list(types)),
     )
-    response = client.request(
-        "POST",
-        "/artifacts/filter",
-        json={
-            "artifacts": artifact_filter.model_dump(mode="json", exclude_unset=True),
-            "limit": 200,
-            "offset": 0,
-            "sort": "UPDATED_DESC",
-        },
+    return list(
+        client.read_artifacts(
+            artifact_filter=artifact_filter, sort=ArtifactSort.UPDATED_DESC, limit=200, offset=0
+        )
     )
-    return list(Artifact.model_validate_list(response.json()))
 
 
 def read_run_progress(client: Any, flow_run_ids: Sequence[UUID]) -> dict[UUID, tuple[float, str]]:

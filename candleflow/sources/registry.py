@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, Final
 
 from candleflow.errors import InvalidRequest, SourceUnavailable
@@ -68,6 +68,12 @@ _HINTS: Final = frozenset({"cancel_wait", "cancel_token"})
 def _synthetic(options: dict[str, Any]) -> Source:
     from candleflow.sources.synthetic import SyntheticSource
 
+    for name in ("symbols", "unknown"):
+        value = options.get(name)
+        if isinstance(value, str | bytes) or not (value is None or isinstance(value, Collection)):
+            raise InvalidRequest(
+                f"option {name} of source 'synthetic' must be a list of symbols, got {value!r}"
+            )
     return SyntheticSource(**options)
 
 

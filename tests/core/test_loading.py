@@ -199,3 +199,40 @@ def test_a_load_with_failed_segments_does_not_advance_the_completed_range(tmp_pa
         tail, store, now=NOW,
     )  # fmt: skip
     assert tail.fetch_calls == 1 and summary.missing_bars_left == 0  # March is retried
+
+
+def _vendor_csv(path: Path, align: str) -> Path:
+    """A complete file of Q1 2024 hourly AAPL bars on the given grid, naive exchange time."""
+    grid = expected_bars(
+        "XNYS", "1h", pd.Timestamp("2024-01-01", tz="UTC"), pd.Timestamp("2024-04-01", tz="UTC"),
+        align=align,  # type: ignore[arg-type]
+    )  # fmt: skip
+    n = len(grid)
+    close = 100 + pd.Series(range(n), dtype="float64") * 0.01
+    frame = pd.DataFrame(
+        {
+            "Datetime": grid.starts.tz_convert("America/New_York").tz_localize(None),
+            "Open": close.to_numpy(), "High": close.to_numpy() + 1,
+            "Low": close.to_numpy() - 1, "Close": close.to_numpy(), "Volume": 1000.0,
+        }
+    )  # fmt: skip
+    frame.to_csv(path / "AAPL.csv", index=False)
+    return path
+
+
+@pytest.mark.parametrize("align", ["session", "clock"])
+def test_a_complete_vendor_file_never_reports_missing_bars(tmp_path: Path, align: str) -> None:
+    from candleflow.sources.files import FileSource
+
+    folder = tmp_path / "files"
+    folder.mkdir()
+    source = FileSource(_vendor_csv(folder, align))
+    request = LoadRequest.parse("AAPL", "1h", start="2024-01-01", end="2024-03-31", mode="full")
+    assert request.align is None  # auto by default
+
+    store = BarStore(tmp_path / "store")
+    summary = run_load(request, source, store, now=NOW)
+
+    assert summary.missing_bars_left == 0 and summary.gaps_left == 0
+    assert summary.rows_added == len(store.read("files", "AAPL", "1h")) > 400
+    assert store.read_meta("files", "AAPL", "1h")["align"] == align

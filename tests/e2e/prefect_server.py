@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[2]
 PREFECT = [sys.executable, "-m", "prefect"]
 
@@ -70,21 +72,16 @@ def background(
                     proc.wait(grace)
 
 
-_DEPLOY_ALL = """
-import sys
-from prefect.client.orchestration import PrefectClient
+def prefect_yaml_deployments() -> dict[str, str]:
+    """The deployments of the checkout's prefect.yaml: name → entrypoint."""
+    config = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    return {d["name"]: d["entrypoint"] for d in config["deployments"]}
 
-_read = PrefectClient.read_workers_for_work_pool
 
-async def _read_with_limit(self, name, worker_filter=None, offset=None, limit=None):
-    return await _read(self, name, worker_filter=worker_filter, offset=offset or 0,
-                       limit=limit or 200)
-
-PrefectClient.read_workers_for_work_pool = _read_with_limit
-from prefect.cli import app
-sys.argv = ["prefect", "--no-prompt", "deploy", "--all"]
-app()
-"""
+def missing_deployments(client: Any) -> dict[str, str]:
+    """The deployments of prefect.yaml that the API (a sync client) lacks: name → entrypoint."""
+    deployed = {(d.name, d.entrypoint) for d in client.read_deployments()}
+    return {n: e for n, e in prefect_yaml_deployments().items() if (n, e) not in deployed}
 
 
 @dataclass(frozen=True)
@@ -101,15 +98,8 @@ class Server:
         )  # fmt: skip
 
     def deploy_all(self) -> subprocess.CompletedProcess[str]:
-        """`prefect --no-prompt deploy --all` from the checkout, with prefect 3.8.8's client fixed.
-
-        That client lists the pool's workers after each deployment with a null ``limit``, which
-        its own API rejects (422), so plain ``deploy --all`` stops after the first deployment.
-        """
-        return subprocess.run(
-            [sys.executable, "-c", _DEPLOY_ALL], cwd=ROOT, env=self.env, capture_output=True,
-            text=True, timeout=180, check=False,
-        )  # fmt: skip
+        """Plain `prefect --no-prompt deploy --all` from the checkout (all of prefect.yaml)."""
+        return self.prefect("--no-prompt", "deploy", "--all", timeout=180)
 
     def worker(self, pool: str, log: Path) -> contextlib.AbstractContextManager[Any]:
         return background([*PREFECT, "worker", "start", "--pool", pool], self.env, log)

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from candleflow.store import BarStore
-from tests.e2e.prefect_server import ROOT, prefect_server, wait
+from tests.e2e.prefect_server import ROOT, missing_deployments, prefect_server, wait
 
 pytestmark = pytest.mark.slow
 
@@ -45,6 +45,8 @@ def test_nightly_backfill_deploys_runs_on_a_worker_and_publishes_its_artifacts(
             temporary_settings(updates={PREFECT_API_URL: server.url}),
             get_client(sync_client=True) as client,
         ):
+            missing = missing_deployments(client)
+            assert not missing, f"not deployed: {missing}\n{deploy.stdout}"
             deployment = client.read_deployment_by_name("backfill/nightly-backfill")
             assert deployment.work_pool_name == "candleflow"
             assert deployment.parameters["universe"] == "deployments/universe.yaml"

@@ -74,4 +74,4 @@ def run_logs(flow_run_id: UUID) -> list[Any]:
 
     log_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
     with get_client(sync_client=True) as client:
-        return list(client.read_logs(log_filter=log_filter, limit=200, offset=0))
+        return list(client.read_logs(log_filter=log_filter))

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from candleflow.calendars import expected_bars
-from candleflow.errors import CandleflowError
+from candleflow.errors import CandleflowError, InvalidRequest
 from candleflow.loading import LoadRequest, analyze_gaps, plan_segments, stage_plan
 from candleflow.models import Segment
 from candleflow.progress import ListSink, ProgressEvent
@@ -122,6 +122,27 @@ def test_a_users_csv_goes_through_the_same_stages(tmp_path: Path) -> None:
     assert summary["missing_bars_left"] == 0 and summary["failed_segments"] == []
     stored = BarStore(store).read("files", SYMBOL, TF)
     pd.testing.assert_frame_equal(stored, bars, check_freq=False)
+
+
+def test_source_options_reach_the_source_and_clashing_or_unknown_ones_are_refused(
+    tmp_path: Path,
+) -> None:
+    store = str(tmp_path / "store")
+    state = load_data(SYMBOL, TF, start="2024-01-02", end="2024-01-31", mode="full", store=store,
+                      source_options={"unknown": [SYMBOL]}, return_state=True)  # fmt: skip
+    assert state.is_failed()
+    assert SYMBOL in str(state.result(raise_on_failure=False))
+    summary = load_data(SYMBOL, TF, start="2024-01-02", end="2024-01-31", mode="full",
+                        store=store, source_options={"symbols": [SYMBOL]})  # fmt: skip
+    assert isinstance(summary, dict) and summary["rows_added"] > 0
+    for options, message in (
+        ({"delay": 1.0}, "may not contain 'delay': give it as load_data's delay= parameter"),
+        ({"time_scale": 0.1}, "give it as load_data's ib_time_scale= parameter"),
+        ({"cancel_token": None}, "'cancel_token': it is set internally"),
+        ({"bogus": 1}, "unknown option 'bogus' for source 'synthetic'"),
+    ):
+        with pytest.raises(InvalidRequest, match=message):
+            load_data(SYMBOL, TF, mode="local", store=store, source_options=options)
 
 
 def test_progress_events_are_monotonic_reach_every_stage_and_name_every_segment(

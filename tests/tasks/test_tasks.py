@@ -259,6 +259,11 @@ def test_make_source_names_the_valid_sources() -> None:
         make_source("files")
     with pytest.raises(InvalidRequest, match="does not apply"):
         make_source("synthetic", path="x.csv")
+    with pytest.raises(InvalidRequest, match="unknown option 'bogus' for source 'synthetic'"):
+        make_source("synthetic", bogus=1)
+    with pytest.raises(InvalidRequest, match="unknown of source 'synthetic' must be a list"):
+        make_source("synthetic", unknown="ZZZZ")
+    assert make_source("synthetic", unknown=["ZZZZ"], symbols=None).name == "synthetic"
 
 
 def test_sigterm_during_a_run_sets_the_token_and_a_second_one_goes_to_the_old_handler() -> None:
