@@ -12,13 +12,18 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
 from candleflow.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from candleflow.progress import Sink
+    from candleflow.progress_rich import RichSink
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
 DEFAULT_STORE = Path("data")
@@ -64,17 +69,22 @@ def sigint_cancels(token: Any) -> Iterator[None]:
 
 
 def run_flow_in_process(
-    flow_fn: Callable[..., Any], parameters: dict[str, Any], *, quiet: bool = False
+    flow_fn: Callable[..., Any],
+    parameters: dict[str, Any],
+    *,
+    quiet: bool = False,
+    display: Callable[[Console], AbstractContextManager[Sink]] | None = None,
 ) -> tuple[Any, Any]:
     """Call ``flow_fn(**parameters)`` here, with Rich progress on stderr and Ctrl+C → cancel.
 
-    Returns ``(final state, progress handle)``; the handle carries the flow run id and the
-    summary the flow published.
+    ``display(console)`` makes the progress display, a context manager whose value is the sink
+    fed the run's events (default: :class:`~candleflow.progress_rich.RichSink`, one bar per
+    operation); ``quiet`` shows none. Returns ``(final state, progress handle)``; the handle
+    carries the flow run id and the summary the flow published.
     """
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-    from candleflow.progress import CancelToken, Sink
-    from candleflow.progress_rich import RichSink
+    from candleflow.progress import CancelToken
     from tasks.progress import HoldOnCancel, detach_ephemeral_api, progress_context
 
     detach_ephemeral_api()  # so that a terminal's Ctrl+C reaches only this process
@@ -82,10 +92,17 @@ def run_flow_in_process(
     sinks: list[Sink] = []
     with contextlib.ExitStack() as stack:
         if not quiet:
-            sinks.append(HoldOnCancel(stack.enter_context(RichSink(console=err))))
+            make = display if display is not None else _rich_sink
+            sinks.append(HoldOnCancel(stack.enter_context(make(err))))
         stack.enter_context(sigint_cancels(token))
         # A CLI run is short and watched; the heartbeat only adds a second at exit (DESIGN §8).
         stack.enter_context(temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}))
         handle = stack.enter_context(progress_context(extra_sinks=sinks, token=token))
         state = flow_fn(**parameters, return_state=True)
     return state, handle
+
+
+def _rich_sink(console: Console) -> RichSink:
+    from candleflow.progress_rich import RichSink
+
+    return RichSink(console=console)

@@ -3,13 +3,12 @@ no Prefect), and a parameter search through the optimize flow with an iteration 
 and a results table.
 
 Search spaces are written ``"fast=5:50,slow=10:200"`` (``low:high`` inclusive, ``low:high:step``
-for integers, ``a|b|c`` for a list of choices) or given as a mapping ``{"fast": [5, 50]}``;
-:func:`parse_space` turns either into the core's dimensions, typed by the strategy's parameters.
+for integers, ``a|b|c`` for a list of choices); the core's
+:func:`candleflow.backtest.space.parse_space` reads them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import re
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
@@ -30,115 +30,14 @@ from candleflow.cli_common import (
     check_store,
     err,
     out,
-    sigint_cancels,
+    run_flow_in_process,
 )
 from candleflow.errors import InvalidRequest, NoData
 
 if TYPE_CHECKING:
-    # The backtest package imports numba (~0.5 s): only inside commands, so `--help` stays quick.
-    from candleflow.backtest.space import Dimension
-    from candleflow.backtest.strategies import Param, StrategySpec
     from candleflow.progress import ProgressEvent
 
-__all__ = ["DEFAULT_SPACES", "default_space", "parse_space", "register"]
-
-#: The space searched when none is given, per strategy (``parse_space`` syntax).
-DEFAULT_SPACES: dict[str, str] = {
-    "sma_cross": "fast=5:50,slow=10:200",
-    "rsi_reversion": "window=5:30,lower=10.0:40.0,upper=60.0:90.0",
-    "bollinger_breakout": "window=10:60,k=1.0:3.0",
-}
-_EXAMPLE = "e.g. 'fast=5:50,slow=10:200' (low:high, low:high:step, or a|b|c)"
-
-
-def default_space(strategy: str | StrategySpec) -> dict[str, Dimension]:
-    from candleflow.backtest.strategies import get_strategy
-
-    spec = get_strategy(strategy)
-    return parse_space(DEFAULT_SPACES[spec.name], spec)
-
-
-def parse_space(
-    space: str | Mapping[str, object] | None, strategy: str | StrategySpec
-) -> dict[str, Dimension]:
-    """The search space of ``strategy`` from text, a mapping, or None (its default space)."""
-    from candleflow.backtest.strategies import get_strategy
-
-    spec = get_strategy(strategy)
-    if space is None or (isinstance(space, str) and not space.strip()):
-        return default_space(spec)
-    if isinstance(space, str):
-        items: dict[str, object] = {}
-        for item in filter(None, (part.strip() for part in space.split(","))):
-            name, sep, text = item.partition("=")
-            if not sep or not name.strip() or not text.strip():
-                raise InvalidRequest(
-                    f"malformed search dimension {item!r}: use name=spec, {_EXAMPLE}"
-                )
-            items[name.strip()] = text.strip()
-        space = items
-    if not isinstance(space, Mapping) or not space:
-        raise InvalidRequest(f"search space {space!r} is empty or not understood: {_EXAMPLE}")
-    known = {p.name: p for p in spec.params}
-    dims: dict[str, Dimension] = {}
-    for key, value in space.items():
-        param = known.get(str(key))
-        if param is None:
-            raise InvalidRequest(
-                f"strategy {spec.name!r} has no parameter {key!r} to search: use {', '.join(known)}"
-            )
-        dims[param.name] = _dimension(param, value, spec.name)
-    return dims
-
-
-def _dimension(param: Param, value: object, strategy: str) -> Dimension:
-    from candleflow.backtest.space import Categorical, Integer, Real
-
-    if isinstance(value, Integer | Real | Categorical):
-        return value
-    where = f"search dimension {param.name}={value!r}"
-    if isinstance(value, str):
-        if "|" in value:
-            value = [v.strip() for v in value.split("|")]
-        elif ":" in value:
-            value = tuple(v.strip() for v in value.split(":"))
-            if len(value) not in (2, 3) or param.kind is bool:
-                raise InvalidRequest(f"{where} is not understood: {_EXAMPLE}")
-        else:
-            value = [value]
-    if (
-        isinstance(value, tuple | list)
-        and len(value) in (2, 3)
-        and param.kind is not bool
-        and (isinstance(value, tuple) or all(isinstance(v, int | float) for v in value))
-    ):
-        # [low, high] (or low:high) is a range; a list of other length is a list of choices.
-        bounds = [param.coerce(v, strategy) for v in value]
-        if param.kind is int:
-            step = int(bounds[2]) if len(bounds) == 3 else 1
-            return Integer(int(bounds[0]), int(bounds[1]), step)
-        if len(bounds) == 3:
-            raise InvalidRequest(f"{where}: a float range takes no step, use low:high")
-        return Real(float(bounds[0]), float(bounds[1]))
-    if isinstance(value, list | tuple):
-        return Categorical(tuple(param.coerce(v, strategy) for v in value))
-    return Categorical((param.coerce(value, strategy),))
-
-
-def space_text(dims: Mapping[str, Dimension]) -> str:
-    """``parse_space`` syntax for ``dims`` (what a run searched, for its summary)."""
-    from candleflow.backtest.space import Integer, Real
-
-    parts = []
-    for name, dim in dims.items():
-        if isinstance(dim, Integer):
-            step = f":{dim.step}" if dim.step != 1 else ""
-            parts.append(f"{name}={dim.low}:{dim.high}{step}")
-        elif isinstance(dim, Real):
-            parts.append(f"{name}={dim.low}:{dim.high}")
-        else:
-            parts.append(f"{name}={'|'.join(str(c) for c in dim.choices)}")
-    return ",".join(parts)
+__all__ = ["register"]
 
 
 # ----------------------------------------------------------------------------- backtest
@@ -235,13 +134,13 @@ class OptimizeDisplay:
     """Two Rich bars for an optimization: iterations (with the overall percentage) and the
     candles of the backtest in flight."""
 
-    def __init__(self) -> None:
+    def __init__(self, console: Console) -> None:
         self.progress = Progress(
             TextColumn("{task.description}", markup=False),
             BarColumn(),
             TextColumn("{task.fields[position]}", markup=False, justify="right"),
             TextColumn("{task.fields[pct]}", markup=False, style="cyan"),
-            console=err,
+            console=console,
         )
         self._lock = threading.Lock()
         self._iterations: TaskID | None = None
@@ -284,27 +183,6 @@ class OptimizeDisplay:
             self.progress.update(self._candles, completed=1, total=1, position="")
 
 
-def _run_optimize_flow(parameters: dict[str, Any], quiet: bool) -> tuple[Any, Any]:
-    """``run_flow_in_process`` with the two-bar display instead of the single progress bar."""
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-
-    from candleflow.progress import CancelToken, Sink
-    from flows.optimize import optimize as optimize_flow
-    from tasks.progress import HoldOnCancel, detach_ephemeral_api, progress_context
-
-    detach_ephemeral_api()
-    token = CancelToken()
-    sinks: list[Sink] = []
-    with contextlib.ExitStack() as stack:
-        if not quiet:
-            sinks.append(HoldOnCancel(stack.enter_context(OptimizeDisplay())))
-        stack.enter_context(sigint_cancels(token))
-        stack.enter_context(temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}))
-        handle = stack.enter_context(progress_context(extra_sinks=sinks, token=token))
-        state = optimize_flow(**parameters, return_state=True)
-    return state, handle
-
-
 def optimize(
     symbol: Annotated[str, typer.Argument(help="Ticker symbol, e.g. AAPL.")],
     timeframe: Annotated[str, typer.Option(help="Bar size, e.g. 1h or 1d.")] = "1h",
@@ -336,7 +214,9 @@ def optimize(
 
     Ctrl+C stops at the next chunk of candles and reports the best result so far (exit 130).
     """
+    # The backtest package imports numba (~0.5 s): only inside commands, so `--help` stays quick.
     from candleflow.backtest import BacktestConfig, get_strategy
+    from candleflow.backtest.space import parse_space
     from candleflow.models import parse_symbol
     from candleflow.optimize import OBJECTIVES
     from candleflow.store import BarStore
@@ -366,14 +246,18 @@ def optimize(
             "first"
         )
 
-    state, handle = _run_optimize_flow(
+    from flows.optimize import optimize as optimize_flow
+
+    state, handle = run_flow_in_process(
+        optimize_flow,
         dict(
             symbol=name, timeframe=tf.name, strategy=spec.name, space=space, method=method,
             iterations=iterations, objective=objective, source=source, store=str(store),
             batch_size=batch_size, concurrency=concurrency, seed=seed, cash=cash,
             commission=commission, slippage=slippage, dask=dask, dask_address=dask_address,
         ),
-        quiet,
+        quiet=quiet,
+        display=OptimizeDisplay,
     )  # fmt: skip
     run = f"flow run {handle.flow_run_id}" if handle.flow_run_id else "flow run"
     if handle.summary is not None:

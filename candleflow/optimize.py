@@ -31,7 +31,9 @@ keeps every :class:`Evaluation`. Rules:
   backtests open candle child spans: "Iteration 5/50 · Candle 7,300/10,000" (given a span, an
   "optimize" child span instead). **Cancellation** (the tracker's token, or ``cancel_token``)
   stops the running backtest at its next chunk and returns the best result so far with
-  ``cancelled=True``; an external evaluator is checked between batches.
+  ``cancelled=True``; an external evaluator is checked between batches. Bayesian search also
+  checks the token before and after each ask and tell and between the points of a batch, so a
+  cancel waits for at most one model refit, not a whole batch of them.
 * Everything is seeded by ``seed``: the same call gives the same evaluations in the same order.
 """
 
@@ -293,10 +295,15 @@ class _Search:
         self.memo: dict[tuple[tuple[str, ParamValue], ...], Evaluation] = {}
         self.cancelled = False
 
-    def run(self, batch: Sequence[Params]) -> list[Evaluation]:
-        """Evaluate ``batch`` (memoised); on cancellation keep what finished and set the flag."""
+    def stopping(self) -> bool:
+        """Whether the search is cancelled (sets ``cancelled`` once the token is)."""
         if self.token is not None and self.token.cancelled:
             self.cancelled = True
+        return self.cancelled
+
+    def run(self, batch: Sequence[Params]) -> list[Evaluation]:
+        """Evaluate ``batch`` (memoised); on cancellation keep what finished and set the flag."""
+        if self.stopping():
             return []
         fresh = [p for p in batch if _key(p) not in self.memo]
         unique = list({_key(p): p for p in fresh}.values())
@@ -406,8 +413,15 @@ def _bayes(
     worst: float | None = None  # the largest (worst) finite value told so far
     # The GP's matrices are tiny: threaded BLAS only adds contention (10× slower on 2 cores).
     with threadpool_limits(limits=1, user_api="blas"):
-        while remaining > 0 and not search.cancelled:
-            xs = optimizer.ask(n_points=min(batch, remaining)) if batch > 1 else [optimizer.ask()]
+        # The token is checked before every ask (this condition), between the points of a batch
+        # and before every tell: each costs a model refit, seconds per batch on a large history.
+        while remaining > 0 and not search.stopping():
+            if batch > 1:
+                xs = _ask_batch(optimizer, min(batch, remaining), search.stopping)
+            else:
+                xs = [optimizer.ask()]
+            if search.stopping():
+                break
             resolved = [feasible.resolve(decode(x)) for x in xs]
             done = search.run([p for p in resolved if p is not None])
             by_key = {_key(e.params): e for e in done}
@@ -424,6 +438,8 @@ def _bayes(
             if finite:
                 worst = max(finite) if worst is None else max(worst, *finite)
             penalty = worst if worst is not None else 0.0
+            if search.stopping():
+                break  # a refit for a search that asks no more
             if told:
                 optimizer.tell(
                     [x for x, _ in told], [penalty if math.isnan(y) else y for _, y in told]
@@ -432,6 +448,28 @@ def _bayes(
             if not done and infeasible > 100 * iterations:
                 break
     return infeasible
+
+
+def _ask_batch(optimizer: Any, n: int, stopping: Callable[[], bool]) -> list[Any]:
+    """``optimizer.ask(n_points=n)``, checking ``stopping`` between points; [] once it is true.
+
+    skopt's constant liar ("cl_min") asks a copy of the optimizer for a point, tells the copy the
+    best objective so far there — refitting its model — and asks for the next. The same loop is
+    written out here (the same points for the same state) so that a cancel is seen after at most
+    one refit rather than ``n``; skopt's lie after the last point, which nothing reads, is skipped.
+    """
+    if stopping():
+        return []
+    liar = optimizer.copy(random_state=optimizer.rng.randint(0, np.iinfo(np.int32).max))
+    points: list[Any] = []
+    while not stopping():
+        points.append(liar.ask())  # quick: the point was chosen when the model was last fitted
+        if len(points) == n:
+            return points
+        if stopping():
+            break
+        liar.tell(points[-1], float(np.min(liar.yi)) if liar.yi else 0.0)
+    return []
 
 
 def optimize(

@@ -20,10 +20,8 @@ still publishes the best result so far and ends Cancelled.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import itertools
 import math
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,14 +33,12 @@ from prefect.futures import PrefectFuture
 from prefect.states import Cancelled
 
 from candleflow.backtest import BacktestConfig, Metrics, PreparedBars, get_strategy, run_backtest
-from candleflow.backtest.space import Dimension, grid_points
-from candleflow.cli_optimize import parse_space, space_text
+from candleflow.backtest.space import Dimension, grid_points, parse_space, space_text
 from candleflow.errors import Cancelled as CancelledError
 from candleflow.errors import InvalidRequest
 from candleflow.models import parse_symbol
-from candleflow.optimize import Evaluation, OptimizationResult, objective_value
+from candleflow.optimize import OptimizationResult
 from candleflow.optimize import optimize as run_search
-from candleflow.progress import CancelToken
 from candleflow.timeframes import parse_timeframe
 from tasks.optimize import OPTIMIZE_SPAN, BatchOutcome, evaluate_batch, read_bars, save_report
 from tasks.progress import artifact_key, open_run, publish_summary, publish_table
@@ -51,9 +47,7 @@ __all__ = ["TaskBatchEvaluator", "optimize"]
 
 STAGES: tuple[tuple[str, float], ...] = (("read_bars", 2.0), ("optimize", 95.0), ("report", 3.0))
 TOP = 10
-#: Seconds a cancelled run waits for the search to return on its own (see
-#: _search_until_cancelled); the cancel watcher polls the run state every WATCH_INTERVAL.
-CANCEL_GRACE = 0.5
+#: Seconds between the cancel watcher's polls of the run state.
 WATCH_INTERVAL = 0.25
 Submit = Callable[[Sequence[Mapping[str, object]]], PrefectFuture[BatchOutcome]]
 
@@ -79,20 +73,10 @@ class TaskBatchEvaluator:
         self.concurrency = concurrency
         self.on_done = on_done  # told how many were evaluated (when tasks report no progress)
         self.tasks = 0
-        #: Every parameter set evaluated, with its metrics: the best so far if the search is
-        #: abandoned while it computes its next batch (see _search_until_cancelled).
+        #: Every parameter set evaluated, with its metrics, in evaluation order.
         self.evaluated: list[tuple[Mapping[str, object], Metrics]] = []
-        #: Set while a round is being evaluated (clear: the search is choosing its next one).
-        self.evaluating = threading.Event()
 
     def __call__(self, param_sets: Sequence[Mapping[str, object]]) -> list[Metrics]:
-        self.evaluating.set()
-        try:
-            return self._evaluate(param_sets)
-        finally:
-            self.evaluating.clear()
-
-    def _evaluate(self, param_sets: Sequence[Mapping[str, object]]) -> list[Metrics]:
         n = len(param_sets)
         if n == 0:
             return []
@@ -116,60 +100,6 @@ class TaskBatchEvaluator:
 
 def _round_size(batch_size: int, concurrency: int) -> int:
     return batch_size * concurrency
-
-
-def _search_until_cancelled(
-    search: Callable[[], OptimizationResult],
-    token: CancelToken,
-    evaluating: threading.Event,
-    grace: float,
-) -> OptimizationResult | None:
-    """Run ``search`` in a helper thread (with this context: the flow run's) and wait for it.
-
-    Once ``token`` is cancelled: while a round is ``evaluating``, wait (at most ``grace``
-    seconds) for its tasks to stop at their next chunk of candles and the search to return the
-    best so far; otherwise the search is choosing its next round — a Bayesian search can spend
-    seconds in scikit-optimize's ``ask`` (it refits its model for each point of a batch) — and is
-    abandoned at once: None is returned, and it stops on its own before its next round.
-    """
-    box: dict[str, Any] = {}
-    finished = threading.Event()
-    context = contextvars.copy_context()
-
-    def target() -> None:
-        try:
-            box["result"] = context.run(search)
-        except BaseException as exc:  # re-raised in the flow's thread
-            box["error"] = exc
-        finally:
-            finished.set()
-
-    threading.Thread(target=target, name="candleflow-optimize-search", daemon=True).start()
-    while not finished.wait(0.05):
-        if token.cancelled:
-            if evaluating.is_set():
-                finished.wait(grace)
-            break
-    if "error" in box:
-        raise box["error"]
-    result = box.get("result")
-    return result if isinstance(result, OptimizationResult) else None
-
-
-def _result_so_far(
-    evaluator: TaskBatchEvaluator, strategy: str, method: str, objective: str, seed: int
-) -> OptimizationResult:
-    """What a search abandoned on cancel had evaluated, as the core would report it."""
-    evaluations = tuple(
-        Evaluation(dict(params), metrics, objective_value(metrics, objective))  # type: ignore[arg-type]
-        for params, metrics in evaluator.evaluated
-    )
-    ranked = [e for e in evaluations if not math.isnan(e.objective)]
-    best = max(ranked, key=lambda e: e.objective, default=evaluations[0] if evaluations else None)
-    return OptimizationResult(
-        method=method, strategy=strategy, objective=objective, evaluations=evaluations,
-        best=best, iterations=len(evaluations), infeasible=0, cancelled=True, seed=seed,
-    )  # fmt: skip
 
 
 def _planned_iterations(
@@ -255,7 +185,8 @@ def optimize(
     """Search ``strategy``'s parameters on the stored ``source`` bars of ``symbol``.
 
     ``space`` is a mapping like ``{"fast": [5, 50], "slow": [10, 200]}`` or text
-    ``"fast=5:50,slow=10:200"`` (default: the strategy's, see ``candleflow.cli_optimize``);
+    ``"fast=5:50,slow=10:200"`` (default: the strategy's, see
+    :func:`candleflow.backtest.space.parse_space`);
     ``method`` bayes, random or grid; ``objective`` sharpe, return, calmar, …; ``split`` the
     in-sample fraction (the top results are re-run out of sample). Returns the summary as a dict
     (best parameters and metrics, top 10, report paths), or a Cancelled state after publishing
@@ -301,21 +232,13 @@ def optimize(
                 submit, batch_size, concurrency, on_done=span.advance if dask else None
             )
 
-            def search() -> OptimizationResult:
-                return run_search(
-                    bars, spec, dims, method=method,  # type: ignore[arg-type]
-                    iterations=iterations, objective=objective, config=config, split=split,
-                    seed=seed, batch_size=_round_size(batch_size, concurrency),
-                    base_estimator=base_estimator, timeframe=tf.name, evaluate_batch=evaluator,
-                    cancel_token=run.token,
-                )  # fmt: skip
-
-            result = _search_until_cancelled(search, run.token, evaluator.evaluating, CANCEL_GRACE)
-            if result is None:
-                logger.warning("the search was busy choosing its next batch: reporting the "
-                               "%d evaluations finished before the cancel",
-                               len(evaluator.evaluated))  # fmt: skip
-                result = _result_so_far(evaluator, spec.name, method, objective, seed)
+            result = run_search(
+                bars, spec, dims, method=method,  # type: ignore[arg-type]
+                iterations=iterations, objective=objective, config=config, split=split,
+                seed=seed, batch_size=_round_size(batch_size, concurrency),
+                base_estimator=base_estimator, timeframe=tf.name, evaluate_batch=evaluator,
+                cancel_token=run.token,
+            )  # fmt: skip
         summary = _summarise(result, name, tf.name, dims, evaluator.tasks)
         if result.best is not None:
             best = run_backtest(prepared, spec, result.best.params, config=config,

@@ -2,7 +2,10 @@
 
 A space maps parameter names to dimensions; the grid enumerates it (every Integer step, every
 Categorical choice, ``grid_points`` values of a Real), random search samples it with a seeded
-numpy ``Generator``, and Bayesian search sees it through :func:`skopt_space`.
+numpy ``Generator``, and Bayesian search sees it through :func:`skopt_space`. Spaces are written
+``"fast=5:50,slow=10:200"`` (``low:high`` inclusive, ``low:high:step`` for integers, ``a|b|c``
+for a list of choices) or given as a mapping ``{"fast": [5, 50]}``; :func:`parse_space` turns
+either into dimensions typed by the strategy's parameters, and :func:`space_text` writes them back.
 """
 
 from __future__ import annotations
@@ -15,19 +18,31 @@ from typing import Any, Literal
 
 import numpy as np
 
-from candleflow.backtest.strategies import ParamValue
+from candleflow.backtest.strategies import Param, ParamValue, StrategySpec, get_strategy
 from candleflow.errors import InvalidRequest
 
 __all__ = [
+    "DEFAULT_SPACES",
     "Categorical",
     "Dimension",
     "Integer",
     "Real",
+    "default_space",
     "grid_points",
     "normalise_space",
+    "parse_space",
     "random_point",
     "skopt_space",
+    "space_text",
 ]
+
+#: The space searched when none is given, per strategy (``parse_space`` syntax).
+DEFAULT_SPACES: dict[str, str] = {
+    "sma_cross": "fast=5:50,slow=10:200",
+    "rsi_reversion": "window=5:30,lower=10.0:40.0,upper=60.0:90.0",
+    "bollinger_breakout": "window=10:60,k=1.0:3.0",
+}
+_EXAMPLE = "e.g. 'fast=5:50,slow=10:200' (low:high, low:high:step, or a|b|c)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,3 +187,86 @@ def skopt_space(
         return point
 
     return sk_dims, decode
+
+
+def default_space(strategy: str | StrategySpec) -> dict[str, Dimension]:
+    """The space searched for ``strategy`` when none is given (:data:`DEFAULT_SPACES`)."""
+    spec = get_strategy(strategy)
+    return parse_space(DEFAULT_SPACES[spec.name], spec)
+
+
+def parse_space(
+    space: str | Mapping[str, object] | None, strategy: str | StrategySpec
+) -> dict[str, Dimension]:
+    """The search space of ``strategy`` from text, a mapping, or None (its default space)."""
+    spec = get_strategy(strategy)
+    if space is None or (isinstance(space, str) and not space.strip()):
+        return default_space(spec)
+    if isinstance(space, str):
+        items: dict[str, object] = {}
+        for item in filter(None, (part.strip() for part in space.split(","))):
+            name, sep, text = item.partition("=")
+            if not sep or not name.strip() or not text.strip():
+                raise InvalidRequest(
+                    f"malformed search dimension {item!r}: use name=spec, {_EXAMPLE}"
+                )
+            items[name.strip()] = text.strip()
+        space = items
+    if not isinstance(space, Mapping) or not space:
+        raise InvalidRequest(f"search space {space!r} is empty or not understood: {_EXAMPLE}")
+    known = {p.name: p for p in spec.params}
+    dims: dict[str, Dimension] = {}
+    for key, value in space.items():
+        param = known.get(str(key))
+        if param is None:
+            raise InvalidRequest(
+                f"strategy {spec.name!r} has no parameter {key!r} to search: use {', '.join(known)}"
+            )
+        dims[param.name] = _dimension(param, value, spec.name)
+    return dims
+
+
+def _dimension(param: Param, value: object, strategy: str) -> Dimension:
+    if isinstance(value, Integer | Real | Categorical):
+        return value
+    where = f"search dimension {param.name}={value!r}"
+    if isinstance(value, str):
+        if "|" in value:
+            value = [v.strip() for v in value.split("|")]
+        elif ":" in value:
+            value = tuple(v.strip() for v in value.split(":"))
+            if len(value) not in (2, 3) or param.kind is bool:
+                raise InvalidRequest(f"{where} is not understood: {_EXAMPLE}")
+        else:
+            value = [value]
+    if (
+        isinstance(value, tuple | list)
+        and len(value) in (2, 3)
+        and param.kind is not bool
+        and (isinstance(value, tuple) or all(isinstance(v, int | float) for v in value))
+    ):
+        # [low, high] (or low:high) is a range; a list of other length is a list of choices.
+        bounds = [param.coerce(v, strategy) for v in value]
+        if param.kind is int:
+            step = int(bounds[2]) if len(bounds) == 3 else 1
+            return Integer(int(bounds[0]), int(bounds[1]), step)
+        if len(bounds) == 3:
+            raise InvalidRequest(f"{where}: a float range takes no step, use low:high")
+        return Real(float(bounds[0]), float(bounds[1]))
+    if isinstance(value, list | tuple):
+        return Categorical(tuple(param.coerce(v, strategy) for v in value))
+    return Categorical((param.coerce(value, strategy),))
+
+
+def space_text(dims: Mapping[str, Dimension]) -> str:
+    """``parse_space`` syntax for ``dims`` (what a run searched, for its summary)."""
+    parts = []
+    for name, dim in dims.items():
+        if isinstance(dim, Integer):
+            step = f":{dim.step}" if dim.step != 1 else ""
+            parts.append(f"{name}={dim.low}:{dim.high}{step}")
+        elif isinstance(dim, Real):
+            parts.append(f"{name}={dim.low}:{dim.high}")
+        else:
+            parts.append(f"{name}={'|'.join(str(c) for c in dim.choices)}")
+    return ",".join(parts)

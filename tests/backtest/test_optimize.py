@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,7 +21,7 @@ from candleflow.optimize import (
     objective_value,
     optimize,
 )
-from candleflow.progress import ListSink, ProgressEvent, ProgressTracker
+from candleflow.progress import CancelToken, ListSink, ProgressEvent, ProgressTracker
 from tests.backtest.conftest import synthetic_bars
 
 WINDOWS = {"fast": range(5, 55, 5), "slow": range(5, 55, 5)}
@@ -131,6 +132,70 @@ def test_cancellation_returns_the_best_result_so_far() -> None:
     # The same five, uncancelled, evaluate to the same metrics.
     again = optimize(bars, "sma_cross", space, method="random", iterations=5, seed=0)
     assert again.evaluations == result.evaluations
+
+
+@pytest.mark.parametrize("when", ["asking for the 3rd point of batch 2", "evaluating batch 2"])
+def test_bayes_stops_asking_and_telling_once_cancelled(
+    bars: pd.DataFrame, when: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refit of skopt's model takes up to seconds: after a cancel the search does none."""
+    from skopt import Optimizer  # type: ignore[import-untyped]
+
+    token = CancelToken()
+    calls = {"points": 0, "after_cancel": 0}
+    ask, tell = Optimizer.ask, Optimizer.tell
+
+    def counted_ask(self: Any, n_points: int | None = None, **kwargs: Any) -> Any:
+        calls["after_cancel"] += token.cancelled
+        calls["points"] += n_points or 1
+        if when.startswith("asking") and calls["points"] == 8 + 3:
+            token.cancel("stop")
+        return ask(self, n_points, **kwargs)
+
+    def counted_tell(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls["after_cancel"] += token.cancelled
+        return tell(self, *args, **kwargs)
+
+    monkeypatch.setattr(Optimizer, "ask", counted_ask)
+    monkeypatch.setattr(Optimizer, "tell", counted_tell)
+    evaluator = BatchEvaluator(bars, "sma_cross")
+    batches: list[int] = []
+
+    def evaluate_batch(param_sets: Sequence[dict[str, object]]) -> list[Metrics]:
+        batches.append(len(param_sets))
+        if when.startswith("evaluating") and len(batches) == 2:
+            token.cancel("stop")
+        return evaluator(param_sets)  # type: ignore[arg-type]
+
+    space = {"fast": Integer(2, 9), "slow": Integer(10, 200)}  # every point feasible
+    result = optimize(bars, "sma_cross", space, method="bayes", iterations=40, batch_size=8,
+                      n_initial_points=4, evaluate_batch=evaluate_batch,
+                      cancel_token=token)  # fmt: skip
+    assert calls["after_cancel"] == 0, "asked or told skopt after the cancel"
+    assert result.cancelled and result.best is not None
+    assert batches == ([8] if when.startswith("asking") else [8, 8])
+    assert result.iterations == sum(batches)
+
+
+@pytest.mark.parametrize("told", [2, 6])
+def test_the_batch_ask_gives_skopts_constant_liar_points(told: int) -> None:
+    from skopt import Optimizer
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
+    from candleflow.optimize import _ask_batch
+
+    def optimizer() -> Any:
+        opt = Optimizer([(0, 40), (0.0, 1.0)], base_estimator="GP", n_initial_points=4,
+                        random_state=9, acq_optimizer="sampling",
+                        acq_optimizer_kwargs={"n_points": 200})  # fmt: skip
+        rng = np.random.default_rng(1)
+        for _ in range(told):
+            opt.tell([int(rng.integers(0, 41)), float(rng.uniform())], float(rng.normal()))
+        return opt
+
+    with threadpool_limits(limits=1, user_api="blas"):  # as the search runs it (and 10× faster)
+        assert _ask_batch(optimizer(), 5, lambda: False) == optimizer().ask(n_points=5)
+        assert _ask_batch(optimizer(), 5, lambda: True) == []
 
 
 def test_objectives_by_name(bars: pd.DataFrame) -> None:
