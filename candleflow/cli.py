@@ -30,6 +30,7 @@ from candleflow.cli_common import (
     EXIT_OK,
     check_store,
     err,
+    flow_exit_code,
     out,
     run_flow_in_process,
 )
@@ -175,18 +176,11 @@ def load(
         ),
         quiet=quiet,
     )  # fmt: skip
-    run = f"flow run {handle.flow_run_id}" if handle.flow_run_id else "flow run"
     if handle.summary is not None:
         _print_load_summary(handle.summary)
-    if state.is_cancelled():
-        err.print(f"cancelled: {state.message} ({run})", highlight=False, markup=False)
-        return EXIT_CANCELLED
-    if not state.is_completed():
-        error = state.result(raise_on_failure=False)
-        if isinstance(error, InvalidRequest | UnknownSymbol):
-            raise error
-        err.print(f"error: {state.message} ({run})", highlight=False, markup=False)
-        return EXIT_FAILED
+    code = flow_exit_code(state, handle, reraise=(InvalidRequest, UnknownSymbol))
+    if code is not None:
+        return code
     summary = handle.summary or {}
     failed = summary.get("failed_segments") or []
     if isinstance(failed, list) and failed:

@@ -17,15 +17,16 @@ from rich.table import Table
 
 from candleflow.cli_common import (
     DEFAULT_STORE,
-    EXIT_CANCELLED,
     EXIT_FAILED,
     EXIT_OK,
     check_store,
     err,
+    flow_exit_code,
     out,
     run_flow_in_process,
     sigint_cancels,
 )
+from candleflow.errors import CandleflowError
 from candleflow.progress import ProgressEvent
 
 
@@ -105,17 +106,13 @@ def backfill(
     )  # fmt: skip
     display = QueueDisplay([(e.symbol, tf) for e in entries for tf in tfs])
     state, handle = _run_backfill(backfill_flow, params, display, quiet=quiet)
-    run = f"flow run {handle.flow_run_id}" if handle.flow_run_id else "flow run"
     if handle.summary is not None:
         _print_summary(handle.summary)
-    if state.is_cancelled():
-        err.print(f"cancelled: {state.message} ({run})", highlight=False, markup=False)
-        return EXIT_CANCELLED
-    if not state.is_completed():
-        err.print(f"error: {state.message} ({run})", highlight=False, markup=False)
-        return EXIT_FAILED
+    code = flow_exit_code(state, handle)
+    if code is not None:
+        return code
     if state.message:  # completed with warnings: some series failed
-        err.print(f"warning: {state.message} ({run})", highlight=False, markup=False)
+        err.print(f"warning: {state.message}", highlight=False, markup=False)
         return EXIT_FAILED
     return EXIT_OK
 
@@ -194,17 +191,9 @@ def features(
         dict(symbol=sym, timeframe=tf, source=source, store=str(store), spec=str(spec_value)),
         quiet=quiet,
     )
-    run = f"flow run {handle.flow_run_id}" if handle.flow_run_id else "flow run"
-    if state.is_cancelled():
-        err.print(f"cancelled: {state.message} ({run})", highlight=False, markup=False)
-        return EXIT_CANCELLED
-    if not state.is_completed():
-        error = state.result(raise_on_failure=False)
-        if isinstance(error, Exception) and type(error).__name__ in ("InvalidRequest", "NoData"):
-            err.print(f"error: {error}", highlight=False, markup=False)
-            return EXIT_FAILED
-        err.print(f"error: {state.message} ({run})", highlight=False, markup=False)
-        return EXIT_FAILED
+    code = flow_exit_code(state, handle, reraise=(CandleflowError,))
+    if code is not None:
+        return code
     s = handle.summary or {}
     out().print(
         f"features {sym} {tf}: {s.get('mode')} ({s.get('reason')}), {s.get('feature_count')} "

@@ -106,3 +106,24 @@ def _rich_sink(console: Console) -> RichSink:
     from candleflow.progress_rich import RichSink
 
     return RichSink(console=console)
+
+
+def flow_exit_code(
+    state: Any, handle: Any, *, reraise: tuple[type[Exception], ...] = ()
+) -> int | None:
+    """Exit code for a flow run that did not complete (``None`` when it did).
+
+    A cancelled run → 130; a failed one → 1 with one line naming the run, unless its error is
+    one of ``reraise`` (e.g. bad input), which is raised for ``main`` to map to its exit code.
+    """
+    run = f"flow run {handle.flow_run_id}" if handle.flow_run_id else "flow run"
+    if state.is_cancelled():
+        err.print(f"cancelled: {state.message} ({run})", highlight=False, markup=False)
+        return EXIT_CANCELLED
+    if state.is_completed():
+        return None
+    error = state.result(raise_on_failure=False)
+    if reraise and isinstance(error, reraise):
+        raise error
+    err.print(f"error: {state.message} ({run})", highlight=False, markup=False)
+    return EXIT_FAILED

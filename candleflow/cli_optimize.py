@@ -24,11 +24,9 @@ from rich.table import Table
 
 from candleflow.cli_common import (
     DEFAULT_STORE,
-    EXIT_CANCELLED,
-    EXIT_FAILED,
     EXIT_OK,
     check_store,
-    err,
+    flow_exit_code,
     out,
     run_flow_in_process,
 )
@@ -259,19 +257,10 @@ def optimize(
         quiet=quiet,
         display=OptimizeDisplay,
     )  # fmt: skip
-    run = f"flow run {handle.flow_run_id}" if handle.flow_run_id else "flow run"
     if handle.summary is not None:
         _print_results(handle.summary)
-    if state.is_cancelled():
-        err.print(f"cancelled: {state.message} ({run})", highlight=False, markup=False)
-        return EXIT_CANCELLED
-    if not state.is_completed():
-        error = state.result(raise_on_failure=False)
-        if isinstance(error, InvalidRequest | NoData):
-            raise error
-        err.print(f"error: {state.message} ({run})", highlight=False, markup=False)
-        return EXIT_FAILED
-    return EXIT_OK
+    code = flow_exit_code(state, handle, reraise=(InvalidRequest, NoData))
+    return EXIT_OK if code is None else code
 
 
 def _print_results(summary: Mapping[str, Any]) -> None:
