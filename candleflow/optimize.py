@@ -34,6 +34,12 @@ keeps every :class:`Evaluation`. Rules:
   ``cancelled=True``; an external evaluator is checked between batches. Bayesian search also
   checks the token before and after each ask and tell and between the points of a batch, so a
   cancel waits for at most one model refit, not a whole batch of them.
+* **Fused grid**: a grid of the built-in ``sma_cross`` evaluated in-process (no
+  ``evaluate_batch``) runs through :class:`~candleflow.backtest.grid.SmaCrossGrid` — each SMA
+  window once, then one compiled call per chunk of cells (``chunk_size // bars`` cells, at least
+  one), with metrics equal to the per-cell path's. The iteration span advances per chunk (no
+  candle child spans) and cancellation is checked between chunks; with a split, the top results
+  are still re-run out of sample one by one.
 * Everything is seeded by ``seed``: the same call gives the same evaluations in the same order.
 """
 
@@ -56,6 +62,7 @@ from candleflow.backtest import (
     backtest_metrics,
     get_strategy,
 )
+from candleflow.backtest.grid import SmaCrossGrid, is_sma_cross
 from candleflow.backtest.space import (
     Categorical,
     Dimension,
@@ -305,17 +312,19 @@ class _Search:
         """Evaluate ``batch`` (memoised); on cancellation keep what finished and set the flag."""
         if self.stopping():
             return []
-        fresh = [p for p in batch if _key(p) not in self.memo]
-        unique = list({_key(p): p for p in fresh}.values())
+        keys = [_key(p) for p in batch]
+        fresh = {k: p for k, p in zip(keys, batch, strict=True) if k not in self.memo}
+        unique = list(fresh.values())
+        unique_keys = list(fresh)
         try:
             metrics = list(self.evaluate(unique))
         except Cancelled as exc:
             self.cancelled = True
             metrics = list(exc.partial) if isinstance(exc.partial, list) else []
             unique = unique[: len(metrics)]
-        for params, m in zip(unique, metrics, strict=True):
-            self.memo[_key(params)] = Evaluation(params, m, objective_value(m, self.objective))
-        done = [self.memo[_key(p)] for p in batch if _key(p) in self.memo]
+        for key, params, m in zip(unique_keys[: len(unique)], unique, metrics, strict=True):
+            self.memo[key] = Evaluation(params, m, objective_value(m, self.objective))
+        done = [self.memo[k] for k in keys if k in self.memo]
         self.evaluations.extend(done)
         if self.span is not None and (self.external or len(done) > len(unique)):
             # Backtests run in-process advance the iteration span through their child spans;
@@ -330,6 +339,7 @@ def _grid(
     feasible: _Feasibility,
     limit: int | None,
     batch: int,
+    fused: Callable[[list[Params]], tuple[EvaluateBatch, int]] | None = None,
 ) -> int:
     infeasible = 0
     points: list[Params] = []
@@ -341,6 +351,10 @@ def _grid(
             points.append(params)
     if search.span is not None:
         search.span.set_total(len(points))
+    if fused is not None and points:
+        # The whole grid in compiled chunks of cells, counted per chunk like an external batch.
+        search.evaluate, batch = fused(points)
+        search.external = True
     for i in range(0, len(points), batch):
         search.run(points[i : i + batch])
         if search.cancelled:
@@ -557,9 +571,20 @@ def optimize(
     search = _Search(evaluator, objective, stage, evaluate_batch is not None, token)
     feasible = _Feasibility(spec, fixed or {}, constraint)
 
+    fused: Callable[[list[Params]], tuple[EvaluateBatch, int]] | None = None
+    if method == "grid" and evaluate_batch is None and is_sma_cross(spec):
+
+        def fused(points: list[Params]) -> tuple[EvaluateBatch, int]:
+            windows = {int(p[name]) for p in points for name in ("fast", "slow")}
+            grid = SmaCrossGrid(
+                prepared, sorted(windows), config=config, stop=split_bar, timeframe=timeframe
+            )
+            chunk = (config or BacktestConfig()).chunk_size // grid.bar_count
+            return grid, max(1, chunk)
+
     with stage if stage is not None else _NullContext():
         if method == "grid":
-            infeasible = _grid(search, dims, feasible, iterations, batch_size)
+            infeasible = _grid(search, dims, feasible, iterations, batch_size, fused)
         elif method == "random":
             assert iterations is not None  # checked above; for the type checker
             infeasible = _random(search, dims, feasible, iterations, batch_size, seed)

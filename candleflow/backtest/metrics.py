@@ -127,9 +127,50 @@ def compute_metrics(
     bars = int(equity.shape[0])
     ppy = periods_per_year if periods_per_year is not None else annualisation(index, timeframe)
     final = float(equity[-1]) if bars else float(initial_equity)
-    total_return = final / initial_equity - 1.0
+    mean, std, max_drawdown = _curve_stats(equity, float(initial_equity))
+    wins = trade_pnl[trade_pnl > 0]
+    losses = trade_pnl[trade_pnl < 0]
+    return metrics_from_stats(
+        final,
+        mean,
+        std,
+        max_drawdown,
+        trades=int(trade_pnl.shape[0]),
+        wins=int(wins.shape[0]),
+        gross_profit=float(wins.sum()),
+        gross_loss=float(-losses.sum()),
+        initial_equity=initial_equity,
+        exposed_bars=exposed_bars,
+        open_trades=open_trades,
+        bars=bars,
+        periods_per_year=ppy,
+        years=_years(index, bars, ppy),
+    )
 
-    years = _years(index, bars, ppy)
+
+def metrics_from_stats(
+    final: float,
+    mean: float,
+    std: float,
+    max_drawdown: float,
+    *,
+    trades: int,
+    wins: int,
+    gross_profit: float,
+    gross_loss: float,
+    initial_equity: float,
+    exposed_bars: int,
+    open_trades: int,
+    bars: int,
+    periods_per_year: float,
+    years: float,
+) -> Metrics:
+    """:func:`compute_metrics` from the equity curve's final value, :func:`_curve_stats`, the
+    count of closed and winning trades and the numpy sums of the winning trades' P&L and of the
+    losing trades' (negated) — the grid kernel computes those itself; ``years`` as
+    :func:`_years` gives it."""
+    ppy = periods_per_year
+    total_return = final / initial_equity - 1.0
     if final <= 0:
         cagr = -1.0
     elif years > 0:
@@ -137,16 +178,10 @@ def compute_metrics(
     else:
         cagr = 0.0
 
-    mean, std, max_drawdown = _curve_stats(equity, float(initial_equity))
     sharpe = mean / std * math.sqrt(ppy) if std > 0 else 0.0
     calmar = cagr / max_drawdown if max_drawdown > 0 else math.nan
 
-    trades = int(trade_pnl.shape[0])
-    wins = trade_pnl[trade_pnl > 0]
-    losses = trade_pnl[trade_pnl < 0]
-    win_rate = wins.shape[0] / trades if trades else math.nan
-    gross_profit = float(wins.sum())
-    gross_loss = float(-losses.sum())
+    win_rate = wins / trades if trades else math.nan
     if gross_loss > 0:
         profit_factor = gross_profit / gross_loss
     elif gross_profit > 0:
