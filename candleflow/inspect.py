@@ -12,6 +12,7 @@ An absent series is described as empty (0 rows, no range, no gaps); an unreadabl
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,17 +166,10 @@ def describe_series(
     first, last = pd.Timestamp(index[0]), pd.Timestamp(index[-1])
     end = _bar_end(calendar, tf, first, last, chosen)
     gaps = analyze_gaps(index, calendar, tf, first, end, head=head, now=now, align=chosen)
-    return SeriesReport(
-        source=source,
-        symbol=symbol,
-        timeframe=tf.name,
-        calendar=calendar,
-        align=chosen,
-        rows=len(index),
+    return dataclasses.replace(
+        report,
         first=first,
         last=last,
-        partitions=partitions,
-        meta=meta,
         expected=gaps.expected,
         present=gaps.present,
         # Every stored bar lies in [first, last], so whatever is not on the grid is unexpected

@@ -10,8 +10,6 @@ Cancelled with the fetched bars saved. Deselect with ``-m "not slow"`` or
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -19,14 +17,7 @@ from typing import Any
 import pytest
 
 from candleflow.store import BarStore
-from tests.e2e.prefect_server import (
-    PREFECT,
-    ROOT,
-    background,
-    free_port,
-    healthy,
-    missing_deployments,
-)
+from tests.e2e.prefect_server import missing_deployments, prefect_server
 from tests.e2e.prefect_server import wait as _wait
 
 pytestmark = pytest.mark.slow
@@ -39,38 +30,15 @@ def test_deployment_runs_on_a_worker_reports_progress_and_cancels_cleanly(tmp_pa
 
     from tasks.progress import read_run_artifacts
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/api"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(
-        PREFECT_HOME=str(tmp_path / "prefect"),
-        PREFECT_API_URL=url,
-        PREFECT_SERVER_API_HOST="127.0.0.1",
-        PREFECT_SERVER_API_PORT=str(port),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_LOGGING_LEVEL="WARNING",
-        PREFECT_WORKER_QUERY_SECONDS="1",
-        CANDLEFLOW_HOME=str(ROOT),
-    )
-    server_cmd = [*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    with background(server_cmd, env, tmp_path / "server.log") as server:
-        _wait(lambda: healthy(url) or server.poll() is not None, 90, "the server")
-        assert server.poll() is None, (tmp_path / "server.log").read_text()
-
-        def run(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [*PREFECT, *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                timeout=120, check=False,
-            )  # fmt: skip
-
-        pool = run("work-pool", "create", "candleflow", "--type", "process")
+    with prefect_server(tmp_path) as server:
+        pool = server.prefect("work-pool", "create", "candleflow", "--type", "process")
         assert pool.returncode == 0, pool.stdout + pool.stderr
-        deploy = run("--no-prompt", "deploy", "--all")
+        deploy = server.deploy_all()
         assert deploy.returncode == 0, deploy.stdout + deploy.stderr
         assert "successfully created" in deploy.stdout, deploy.stdout + deploy.stderr
 
         with (
-            temporary_settings(updates={PREFECT_API_URL: url}),
+            temporary_settings(updates={PREFECT_API_URL: server.url}),
             get_client(sync_client=True) as client,
         ):
             missing = missing_deployments(client)
@@ -80,8 +48,7 @@ def test_deployment_runs_on_a_worker_reports_progress_and_cancels_cleanly(tmp_pa
             assert deployment.work_pool_name == "candleflow"
 
             store = tmp_path / "store"
-            worker_cmd = [*PREFECT, "worker", "start", "--pool", "candleflow"]
-            with background(worker_cmd, env, tmp_path / "worker.log"):
+            with server.worker("candleflow", tmp_path / "worker.log"):
                 flow_run = client.create_flow_run_from_deployment(
                     deployment.id,
                     parameters={
