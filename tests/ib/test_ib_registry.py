@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from candleflow.demo import IB_TIME_SCALE, run_demo
+from candleflow.cli.demo import IB_TIME_SCALE, run_demo
 from candleflow.errors import Cancelled, InvalidRequest, SourceUnavailable
 from candleflow.ibsim import IBSimulator
 from candleflow.loading import LoadRequest

@@ -21,8 +21,11 @@ import click
 import typer
 from rich.table import Table
 
-from candleflow import cli_backfill, cli_ib, cli_optimize, cli_show
-from candleflow.cli_common import (
+from candleflow.cli import backfill as cli_backfill
+from candleflow.cli import ib as cli_ib
+from candleflow.cli import optimize as cli_optimize
+from candleflow.cli import show as cli_show
+from candleflow.cli.common import (
     DEFAULT_STORE,
     EXIT_BAD_INPUT,
     EXIT_CANCELLED,
@@ -64,7 +67,7 @@ def demo(
     With --source ib (the default) it starts the IB Gateway simulator on a free loopback port and
     loads through the real IB path (ib_async, TWS protocol, pacing), then stops it.
     """
-    from candleflow.demo import run_demo
+    from candleflow.cli.demo import run_demo
 
     if source.strip().lower() == "ib":
         cli_ib.quiet_client_logs()

@@ -15,7 +15,7 @@ import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
-from candleflow.cli_common import (
+from candleflow.cli.common import (
     DEFAULT_STORE,
     EXIT_FAILED,
     EXIT_OK,

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
-from candleflow.cli_common import (
+from candleflow.cli.common import (
     DEFAULT_STORE,
     EXIT_OK,
     check_store,

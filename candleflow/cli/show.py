@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from candleflow.cli_common import DEFAULT_STORE, out
+from candleflow.cli.common import DEFAULT_STORE, out
 
 
 def show(

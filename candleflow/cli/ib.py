@@ -18,7 +18,7 @@ from typing import Annotated
 
 import typer
 
-from candleflow.cli_common import EXIT_OK
+from candleflow.cli.common import EXIT_OK
 from candleflow.errors import CandleflowError, InvalidRequest, SourceUnavailable
 
 
