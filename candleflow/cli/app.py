@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -24,6 +25,7 @@ from rich.table import Table
 from candleflow.cli import backfill as cli_backfill
 from candleflow.cli import ib as cli_ib
 from candleflow.cli import optimize as cli_optimize
+from candleflow.cli import server as cli_server
 from candleflow.cli import show as cli_show
 from candleflow.cli.common import (
     DEFAULT_STORE,
@@ -32,6 +34,7 @@ from candleflow.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     check_store,
+    connect_api,
     err,
     flow_exit_code,
     out,
@@ -228,6 +231,7 @@ def runs(
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.sorting import FlowRunSort
 
+    connect_api()
     with get_client(sync_client=True) as client:
         flow_runs = client.read_flow_runs(sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=limit)
         progress = _progress_by_run(client, [r.id for r in flow_runs])
@@ -256,6 +260,7 @@ def watch(
 
     flow_run_id = _parse_run_id(run_id)
     interval = min(max(interval, 0.05), 1.0)
+    connect_api()
     with get_client(sync_client=True) as client:
         try:
             flow_run = client.read_flow_run(flow_run_id)
@@ -295,6 +300,7 @@ def cancel(
     from prefect.states import Cancelling
 
     flow_run_id = _parse_run_id(run_id)
+    connect_api()
     with get_client(sync_client=True) as client:
         try:
             flow_run = client.read_flow_run(flow_run_id)
@@ -318,7 +324,7 @@ def cancel(
 
 
 # Commands living in their own modules register themselves here (no Prefect import at load).
-for _module in (cli_show, cli_ib, cli_optimize, cli_backfill):
+for _module in (cli_show, cli_ib, cli_optimize, cli_backfill, cli_server):
     _module.register(app)
 
 
@@ -340,6 +346,9 @@ _USAGE_ERRORS = _usage_errors()
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # Prefect's INFO lines would break the progress bar; the run's logs still reach the API and
+    # the UI in full. Set before Prefect is imported (commands import it lazily).
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         result = app(args=args, prog_name="candleflow", standalone_mode=False)

@@ -20,6 +20,7 @@ from candleflow.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     check_store,
+    connect_api,
     err,
     flow_exit_code,
     out,
@@ -129,9 +130,9 @@ def _run_backfill(
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     from candleflow.progress import CancelToken
-    from tasks.progress import detach_ephemeral_api, progress_context
+    from tasks.progress import progress_context
 
-    detach_ephemeral_api()
+    connect_api()
     token = CancelToken()
     with contextlib.ExitStack() as stack:
         if not quiet:

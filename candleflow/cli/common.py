@@ -68,6 +68,14 @@ def sigint_cancels(token: Any) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+def connect_api() -> str:
+    """The Prefect API for this command: ``PREFECT_API_URL``, else the managed local server
+    (started in the background on first need, announced once on stderr)."""
+    from candleflow.cli.managed import ensure_api
+
+    return ensure_api(announce=lambda message: err.print(message, highlight=False, markup=False))
+
+
 def run_flow_in_process(
     flow_fn: Callable[..., Any],
     parameters: dict[str, Any],
@@ -85,9 +93,9 @@ def run_flow_in_process(
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     from candleflow.progress import CancelToken
-    from tasks.progress import HoldOnCancel, detach_ephemeral_api, progress_context
+    from tasks.progress import HoldOnCancel, progress_context
 
-    detach_ephemeral_api()  # so that a terminal's Ctrl+C reaches only this process
+    connect_api()
     token = CancelToken()
     sinks: list[Sink] = []
     with contextlib.ExitStack() as stack:

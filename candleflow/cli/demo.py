@@ -145,10 +145,11 @@ def _run_flows(
 ) -> list[tuple[str, LoadSummary]]:
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
+    from candleflow.cli.common import connect_api
     from flows.load_data import load_data
-    from tasks.progress import detach_ephemeral_api, progress_context
+    from tasks.progress import progress_context
 
-    detach_ephemeral_api()  # a terminal's Ctrl+C must not stop the API under a running flow
+    connect_api()
     summaries: list[tuple[str, LoadSummary]] = []
     # Short in-process runs: the heartbeat thread would only add a second to each (DESIGN §8).
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):

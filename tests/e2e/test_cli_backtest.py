@@ -1,13 +1,12 @@
 """`candleflow backtest` and `candleflow optimize` end to end on bars loaded into a tmp store.
 
 The backtest needs no Prefect. Bad input exits 2 with one line before Prefect is imported; the
-optimize run goes through the real CLI in a subprocess, on its own ephemeral Prefect API.
+optimize run goes through the real CLI in a subprocess, on the session's managed Prefect server.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -118,27 +117,15 @@ def test_optimize_bad_input_exits_2_with_one_line(
         assert needle in lines[0]
 
 
-def _env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(
-        PREFECT_HOME=str(home),
-        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="90",
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_LOGGING_LEVEL="WARNING",
-        PYTHONUNBUFFERED="1",
-    )
-    return env
-
-
 @pytest.mark.slow
 def test_optimize_end_to_end_prints_the_results_and_writes_the_report(
-    store: Path, tmp_path: Path
+    store: Path, cli_env: dict[str, str]
 ) -> None:
     args = [sys.executable, "-m", "candleflow", "optimize", "AAPL", "--strategy", "sma_cross",
             "--method", "bayes", "--iterations", "6", "--space", "fast=5:20,slow=21:60",
             "--store", str(store)]  # fmt: skip
     result = subprocess.run(
-        args, cwd=ROOT, env=_env(tmp_path / "prefect"), capture_output=True, text=True,
+        args, cwd=ROOT, env=cli_env, capture_output=True, text=True,
         timeout=240, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

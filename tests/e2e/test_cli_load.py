@@ -1,7 +1,7 @@
 """`candleflow load` end to end: bad input fails fast with one line; Ctrl+C stops cleanly.
 
 Nothing here imports prefect in the test process (the flow tests own the harness); the SIGINT test
-runs the real CLI in a subprocess against its own ephemeral Prefect API in a temporary home.
+runs the real CLI in a subprocess against the session's managed Prefect server.
 """
 
 from __future__ import annotations
@@ -84,30 +84,18 @@ def test_an_unusable_store_is_bad_input(tmp_path: Path, capsys: pytest.CaptureFi
     assert "not a directory" in capsys.readouterr().err
 
 
-def _env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(
-        PREFECT_HOME=str(home),
-        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="90",
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_LOGGING_LEVEL="WARNING",
-        PYTHONUNBUFFERED="1",
-    )
-    return env
-
-
 @pytest.mark.slow
 def test_ctrl_c_stops_the_load_cleanly_saves_what_was_fetched_and_exits_130(
-    tmp_path: Path,
+    tmp_path: Path, cli_env: dict[str, str]
 ) -> None:
     store = tmp_path / "store"
     args = [sys.executable, "-m", "candleflow", "load", "AAPL", "--timeframe", "1h",
             "--start", "2023-01-01", "--end", "2023-12-31", "--mode", "full",
             "--store", str(store), "--delay", "0.3"]  # fmt: skip
     # Its own session, so that Ctrl+C can be sent as a terminal sends it: to the whole
-    # foreground process group, which includes the ephemeral Prefect API server.
+    # foreground process group (the managed Prefect server is not in it).
     proc = subprocess.Popen(
-        args, cwd=ROOT, env=_env(tmp_path / "prefect"), stdout=subprocess.PIPE,
+        args, cwd=ROOT, env=cli_env, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
     try:

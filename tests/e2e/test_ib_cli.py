@@ -9,7 +9,6 @@ tests read the simulator's "listening" line, and wait for processes to exit.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import select
 import shlex
@@ -51,17 +50,9 @@ def _one_line(err: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def prefect_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """A quiet environment with one temporary PREFECT_HOME for every CLI subprocess here."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(
-        PREFECT_HOME=str(tmp_path_factory.mktemp("prefect-home")),
-        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="90",
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_LOGGING_LEVEL="WARNING",
-        PYTHONUNBUFFERED="1",
-    )
-    return env
+def prefect_env(cli_env: dict[str, str]) -> dict[str, str]:
+    """The session's managed-server environment for every CLI subprocess here."""
+    return cli_env
 
 
 class SimProcess:

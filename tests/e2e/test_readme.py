@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import subprocess
@@ -31,16 +30,9 @@ def test_the_readme_starts_with_exactly_the_two_commands() -> None:
     assert commands == ["make demo", "make test"]
 
 
-def test_usage_commands_run_in_order(tmp_path: Path) -> None:
+def test_usage_commands_run_in_order(tmp_path: Path, cli_env: dict[str, str]) -> None:
     """The commands run top to bottom in one folder, as a reader would type them."""
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(tmp_path / "prefect-home"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_LOGGING_LEVEL": "WARNING",
-        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-    }
-    env.pop("PREFECT_API_URL", None)
+    env = cli_env
     commands = _usage_commands()
     assert len(commands) >= 6
     for command in commands:
