@@ -55,7 +55,6 @@ __all__ = [
     "RunHandle",
     "current_run",
     "describe_event",
-    "detach_ephemeral_api",
     "open_run",
     "progress_context",
     "publish_summary",
@@ -476,43 +475,6 @@ def _core_logs_to_prefect() -> Iterator[None]:
         yield
     finally:
         core.removeHandler(handler)
-
-
-# ----------------------------------------------------------------------------- ephemeral API
-
-
-def detach_ephemeral_api() -> None:
-    """Start the ephemeral Prefect API (when no PREFECT_API_URL is set) in its own session.
-
-    A terminal's Ctrl+C goes to the whole foreground process group. Prefect starts its ephemeral
-    API server as a plain child, so Ctrl+C would stop the server too, and the flow could neither
-    save its final state nor finish: it hangs on retries. Started here, in a new session, the
-    server only hears the CLI, which cancels cleanly and stops it at exit. Call it before the
-    first flow run of the process; later calls (or a configured API) change nothing.
-    """
-    import subprocess
-
-    from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import PREFECT_API_URL
-
-    if PREFECT_API_URL.value() or None in SubprocessASGIServer._instances:
-        return
-
-    class _DetachedServer(SubprocessASGIServer):
-        def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
-            popen = subprocess.Popen
-
-            def in_new_session(*args: Any, **kwargs: Any) -> subprocess.Popen[Any]:
-                return popen(*args, start_new_session=True, **kwargs)
-
-            subprocess.Popen = in_new_session  # type: ignore[assignment, misc]
-            try:
-                return super()._run_uvicorn_command()
-            finally:
-                subprocess.Popen = popen  # type: ignore[misc]
-
-    # Registered as the default (port None) server, which prefect's get_client() then reuses.
-    _DetachedServer().start()
 
 
 # ----------------------------------------------------------------------------- reading back
