@@ -100,6 +100,12 @@ def demo(
             highlight=False,
             markup=False,
         )
+    if "prefect" in sys.modules:  # the demo ran flows (not --direct)
+        from prefect.settings import PREFECT_UI_URL
+
+        ui = PREFECT_UI_URL.value()
+        if ui:
+            print(f"Prefect UI: {ui}/runs — the demo's flow runs, their progress and artifacts")
 
 
 @app.command()
