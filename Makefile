@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_LOGGING_LEVEL := WARNING
 
-.PHONY: demo test lint bench install dev clean
+.PHONY: demo test test-fast lint bench install dev clean postgres
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,23 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict candleflow
 
-test: lint
+# PostgreSQL's server binaries, for `candleflow server start --database postgres` and its tests
+# (Debian's package; needs root to install when they are missing).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || \
+	{ [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } || \
+	{ echo "PostgreSQL's server is missing: install Debian's postgresql package" >&2; exit 1; }
+
+# The flow tests again on the managed server over PostgreSQL, then the whole suite.
+test: lint postgres
+	CANDLEFLOW_TEST_DATABASE=postgres $(BIN)/python -m pytest -q \
+	  tests/flows/test_load_flow.py tests/flows/test_backfill_flow.py
 	$(BIN)/python -m pytest -q
+
+# The fast tiers only: the core, backtests, IB pieces and tasks (no servers, no subprocess CLIs).
+test-fast: lint
+	$(BIN)/python -m pytest -q -m "not slow" tests/core tests/backtest tests/ib tests/tasks
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench

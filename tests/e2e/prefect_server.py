@@ -1,14 +1,16 @@
 """Helpers of the e2e tests that run a real Prefect server and process workers (not a test file).
 
-`prefect server start` on a free 127.0.0.1 port with a temporary PREFECT_HOME, background
-processes in their own session (stopped with their children), the `prefect` CLI run against
-that server, and polling with a timeout.
+The managed server (`candleflow server start`, SQLite or PostgreSQL) on a free 127.0.0.1 port
+with a temporary PREFECT_HOME, background processes in their own session (stopped with their
+children), the `prefect` CLI run against that server, and polling with a timeout.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -106,24 +108,37 @@ class Server:
 
 
 @contextlib.contextmanager
-def prefect_server(tmp_path: Path) -> Iterator[Server]:
-    """`prefect server start` on a free loopback port, temporary home; yields when healthy."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/api"
+def prefect_server(
+    tmp_path: Path, database: str = "sqlite", extra_env: dict[str, str] | None = None
+) -> Iterator[Server]:
+    """The managed server (`candleflow server start`) on a free loopback port in a temporary
+    home, on SQLite or a local PostgreSQL; yields when healthy, stops it (and removes a
+    PostgreSQL cluster made for it) at exit. ``extra_env`` reaches the server and the CLIs."""
+    home = tmp_path / "prefect"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(
-        PREFECT_HOME=str(tmp_path / "prefect"),
-        PREFECT_API_URL=url,
-        PREFECT_SERVER_API_HOST="127.0.0.1",
-        PREFECT_SERVER_API_PORT=str(port),
+        PREFECT_HOME=str(home),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_LOGGING_LEVEL="WARNING",
         PREFECT_WORKER_QUERY_SECONDS="1",
         CANDLEFLOW_HOME=str(ROOT),
+        **(extra_env or {}),
     )
-    log = tmp_path / "server.log"
-    server_cmd = [*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    with background(server_cmd, env, log) as server:
-        wait(lambda: healthy(url) or server.poll() is not None, 90, "the server")
-        assert server.poll() is None, log.read_text()
-        yield Server(url, env, tmp_path / "prefect")
+    candleflow = [sys.executable, "-m", "candleflow", "server"]
+    started = subprocess.run(
+        [*candleflow, "start", "--port", "0", "--database", database], cwd=ROOT, env=env,
+        capture_output=True, text=True, timeout=400, check=False,
+    )  # fmt: skip
+    state = home / "candleflow-server"
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        info = json.loads((state / "server.json").read_text())
+        url = f"http://127.0.0.1:{info['port']}/api"
+        yield Server(url, {**env, "PREFECT_API_URL": url}, home)
+    finally:
+        subprocess.run([*candleflow, "stop"], cwd=ROOT, env=env, capture_output=True,
+                       timeout=200, check=False)  # fmt: skip
+        cluster = state / "postgres.json"
+        if cluster.exists():  # a cluster outside the home (root's fallback) goes too
+            shutil.rmtree(Path(json.loads(cluster.read_text())["data_dir"]).parent,
+                          ignore_errors=True)  # fmt: skip

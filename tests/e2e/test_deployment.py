@@ -1,11 +1,11 @@
 """The `load-data` deployment from prefect.yaml on a real Prefect server with a process worker.
 
-Separable and slow (~40 s): it starts `prefect server start` on a free 127.0.0.1 port with a
-temporary PREFECT_HOME, creates the work pool, runs `prefect deploy --all` from the checkout,
-starts a process worker there, runs the deployment, reads the progress artifact through the API
-while the run fetches, cancels it through the API (as the UI does) and checks that the run ends
-Cancelled with the fetched bars saved. Deselect with ``-m "not slow"`` or
-``--deselect tests/e2e/test_deployment.py``.
+Separable and slow (~40 s each): it starts the managed server (`candleflow server start`, on
+SQLite and on a local PostgreSQL) on a free 127.0.0.1 port with a temporary PREFECT_HOME,
+creates the work pool, runs `prefect deploy --all` from the checkout, starts a process worker
+there, runs the deployment, reads the progress artifact through the API while the run fetches,
+cancels it through the API (as the UI does) and checks that the run ends Cancelled with the
+fetched bars saved. Deselect with ``-m "not slow"``.
 """
 
 from __future__ import annotations
@@ -23,14 +23,17 @@ from tests.e2e.prefect_server import wait as _wait
 pytestmark = pytest.mark.slow
 
 
-def test_deployment_runs_on_a_worker_reports_progress_and_cancels_cleanly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_deployment_runs_on_a_worker_reports_progress_and_cancels_cleanly(
+    tmp_path: Path, database: str
+) -> None:
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect.states import Cancelling
 
     from tasks.progress import read_run_artifacts
 
-    with prefect_server(tmp_path) as server:
+    with prefect_server(tmp_path, database) as server:
         pool = server.prefect("work-pool", "create", "candleflow", "--type", "process")
         assert pool.returncode == 0, pool.stdout + pool.stderr
         deploy = server.deploy_all()

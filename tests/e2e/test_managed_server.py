@@ -11,6 +11,7 @@ import base64
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -63,6 +64,11 @@ def home() -> Iterator[Path]:
         for pid in processes_of(path):  # never leave a server behind, even on failure
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        cluster = path / "candleflow-server" / "postgres.json"
+        if cluster.exists():  # root's clusters live outside the home
+            data_dir = Path(json.loads(cluster.read_text())["data_dir"])
+            shutil.rmtree(data_dir.parent, ignore_errors=True)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def server_json(home: Path) -> dict[str, object]:
@@ -181,3 +187,29 @@ def test_a_non_loopback_address_needs_auth_and_the_cli_uses_it(home: Path) -> No
     assert runs.returncode == 0, runs.stderr
     status = candleflow(env, "server", "status", "--json")
     assert json.loads(status.stdout)["auth"] is True
+
+
+def test_postgres_is_initialised_started_and_stopped_with_the_server(
+    home: Path, tmp_path: Path
+) -> None:
+    env = quiet_env(home)
+    started = candleflow(env, "server", "start", "--port", "0", "--database", "postgres")
+    assert started.returncode == 0, started.stdout + started.stderr
+    status = json.loads(candleflow(env, "server", "status", "--json").stdout)
+    assert status["database"] == "postgres"
+    assert status["database_location"].startswith("postgresql+asyncpg://candleflow:***@127.0.0.1:")
+    secret = home / "candleflow-server" / "postgres.json"
+    assert secret.stat().st_mode & 0o777 == 0o600  # it holds the database password
+    store = tmp_path / "store"
+    load = candleflow(env, "load", "AAPL", "--mode", "full", "--start", "2024-01-01", "--end",
+                      "2024-01-31", "--store", str(store), "--quiet")  # fmt: skip
+    assert load.returncode == 0, load.stderr
+    assert len(processes_of(home)) > 1  # the Prefect server and PostgreSQL's processes
+    stop = candleflow(env, "server", "stop")
+    assert stop.returncode == 0, stop.stderr
+    assert processes_of(home) == set()
+    # A second start reuses the cluster (and its data): the load's flow run is still there.
+    again = candleflow(env, "server", "start", "--port", "0", "--database", "postgres")
+    assert again.returncode == 0, again.stderr
+    runs = candleflow(env, "runs")
+    assert "load AAPL" in runs.stdout and "Completed" in runs.stdout, runs.stdout

@@ -1,8 +1,13 @@
 """One Prefect test harness for every flow test (DESIGN §8): temporary PREFECT_HOME and database,
-quiet settings, no flow heartbeat. Never combine with pytest-xdist (PrefectHQ/prefect#16397)."""
+quiet settings, no flow heartbeat. Never combine with pytest-xdist (PrefectHQ/prefect#16397).
+
+``CANDLEFLOW_TEST_DATABASE=postgres`` runs the same tests on the managed server over a local
+PostgreSQL instead of Prefect's ephemeral SQLite API (``make test`` does both).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -44,6 +49,35 @@ def prefect_harness() -> Iterator[None]:
         PREFECT_TASKS_DEFAULT_NO_CACHE: True,
         PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None,  # env vars cannot say None
     }
-    with temporary_settings(updates=updates), prefect_test_harness(server_startup_timeout=120):
-        yield
+    if os.environ.get("CANDLEFLOW_TEST_DATABASE", "sqlite") == "postgres":
+        with _postgres_server(), temporary_settings(updates=updates):
+            yield
+    else:
+        with temporary_settings(updates=updates), prefect_test_harness(server_startup_timeout=120):
+            yield
     shutil.rmtree(_HOME, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _postgres_server() -> Iterator[str]:
+    """The managed Prefect server on a local PostgreSQL cluster, in the harness's home."""
+    import json
+
+    from prefect.context import refresh_global_settings_context
+
+    from candleflow.cli import managed
+
+    state = managed.ServerState(Path(_HOME))
+    info, _ = managed.start(state, port=0, database="postgres")
+    # Process-wide (threads that start flows do not copy the settings context), as a user's
+    # PREFECT_API_URL would be.
+    os.environ["PREFECT_API_URL"] = info.api_url
+    refresh_global_settings_context()
+    try:
+        yield info.api_url
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+        refresh_global_settings_context()
+        managed.stop(state)
+        config = json.loads(state.cluster.config_file.read_text())
+        shutil.rmtree(Path(config["data_dir"]).parent, ignore_errors=True)
