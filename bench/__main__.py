@@ -33,11 +33,18 @@ def _flow() -> None:
     bench_flow.main()
 
 
+def _server() -> None:
+    from bench import bench_server
+
+    bench_server.main()
+
+
 BENCHES: dict[str, Callable[[], None]] = {
     "progress": _progress,
     "backtest": _backtest,
     "fetch": _fetch,
     "flow": _flow,
+    "server": _server,
 }
 
 
