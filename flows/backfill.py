@@ -39,7 +39,7 @@ from typing import Any, Final
 import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.client.schemas.objects import State
-from prefect.states import Cancelled, Completed, Failed
+from prefect.states import Completed, Failed
 
 from candleflow.errors import InvalidRequest
 from candleflow.features import parse_feature_spec
@@ -55,6 +55,8 @@ from tasks.progress import (
     QueueTable,
     RowProgress,
     artifact_key,
+    cancel_cause,
+    cancelled_state,
     open_run,
     progress_context,
     publish_table,
@@ -295,15 +297,45 @@ def backfill(
 ) -> dict[str, Any] | State[Any]:
     """Load every symbol of ``universe`` × ``timeframes`` (default 1d, 1h), then its features.
 
-    ``universe`` is a YAML/CSV file or a list of symbols (see :mod:`candleflow.universe`);
-    ``mode``/``start``/``end`` are as in ``load_data``; ``features`` is a feature spec
-    (``"default"``, a mapping, a YAML file) or ``"none"``; ``source`` is the default source of
-    entries that name none, built with ``source_options`` (e.g. ``{"ib_host": …, "ib_port": …}``
-    or the synthetic source's ``{"unknown": ["ZZZZ"]}``) — those that are ``load_data``
-    parameters go to its subflows as such, the rest as their ``source_options``; ``delays`` maps
-    a symbol to the synthetic source's seconds per request (demos, tests), the others take
-    ``source_options["delay"]`` (default 0). Returns the summary as a dict (in a
-    Completed state with a warning message when some rows failed), or a Failed/Cancelled state.
+    The ``Args`` below are what the Prefect UI shows beside each field of the run form.
+
+    Args:
+        universe: The symbols: the path of a YAML or CSV file (default
+            `deployments/universe.yaml`, relative to the worker's working directory), a list
+            such as `["AAPL", {"symbol": "SAP", "exchange": "XETR"}]`, or comma-separated text
+            `AAPL,MSFT`. Entries may name their `exchange` (calendar, default `XNYS`) and
+            `source`.
+        timeframes: Bar lengths to load for every symbol, from `1m`, `2m`, `3m`, `5m`, `10m`,
+            `15m`, `20m`, `30m`, `1h`, `2h`, `3h`, `4h`, `8h`, `1d`. Empty (default): `1d`
+            and `1h`.
+        mode: What each load fetches: `tail` (default) from the last stored bar to `end`;
+            `backfill` from `start` to the first stored bar; `full` both plus every gap in
+            between; `local` nothing (only check what is stored).
+        max_parallel: Series loaded at the same time (threads in this run), an integer ≥ 1.
+            Default 4.
+        features: Features computed after each successful load: `default` (the standard
+            set, and the default), a JSON object such as `{"sma": [10, 50], "rsi": 14}`,
+            the path of a `.yaml` file, or `none` to skip them.
+        source: Source of the entries that name none: `synthetic` (default; offline), `files`
+            or `ib` (Interactive Brokers; gateway given in `source_options`).
+        store: Folder of the Parquet bar store; a relative path is taken from the worker's
+            working directory (the checkout). Default `data`.
+        start: First bar wanted, an ISO date or date-time such as `2024-01-02`, in each
+            entry's exchange time zone. Empty (default): as each mode decides (see load-data).
+        end: Last bar wanted, written like `start`; a date alone includes that day. Empty
+            (default): up to now.
+        seed: Seed of the `synthetic` source (the same seed gives the same bars). Default 0.
+        delays: Seconds per request of the `synthetic` source for some symbols, as a JSON
+            object such as `{"AAPL": 0.5}` (demos, tests); the others wait
+            `source_options.delay` (default 0). Default: none.
+        source_options: Options of `source` as a JSON object, e.g.
+            `{"ib_host": "127.0.0.1", "ib_port": 4002, "client_id": 10}` for `ib` (each IB
+            load takes the next client id) or `{"unknown": ["ZZZZ"]}` for `synthetic`.
+            Default: none.
+
+    Returns:
+        The summary as a dict (in a Completed state with a warning message when some series
+        failed), or a Failed state when all failed, or a Cancelled state when cancelled.
     """
     entries = parse_universe(universe)
     tfs = list(dict.fromkeys(parse_timeframe(t).name for t in (timeframes or DEFAULT_TIMEFRAMES)))
@@ -377,7 +409,10 @@ def backfill(
     for row in failed:
         log.warning("%s %s failed: %s", row.symbol, row.timeframe, row.reason)
     if run.token.cancelled:
-        return Cancelled(message=f"{title} (cancelled: {run.token.reason})")
+        return cancelled_state(
+            f"backfill {cancel_cause(run)}: {counts['done']} done, {counts['failed']} failed, "
+            f"{counts['cancelled']} cancelled in {wall:.1f} s"
+        )
     if failed and not counts["done"]:
         return Failed(message=f"every series failed; first: {failed[0].symbol} "
                       f"{failed[0].timeframe}: {failed[0].reason}")  # fmt: skip

@@ -14,7 +14,6 @@ from typing import Any
 
 from prefect import flow
 from prefect.client.schemas.objects import State
-from prefect.states import Cancelled
 
 from candleflow.feature_store import UpdateResult
 from candleflow.features import parse_feature_spec
@@ -22,7 +21,7 @@ from candleflow.models import parse_symbol
 from candleflow.store import validate_source_name
 from candleflow.timeframes import parse_timeframe
 from tasks.features import update_series_features
-from tasks.progress import artifact_key, open_run, publish_summary
+from tasks.progress import artifact_key, cancel_cause, cancelled_state, open_run, publish_summary
 
 __all__ = ["features", "resolve_spec"]
 
@@ -44,8 +43,27 @@ def features(
 ) -> dict[str, Any] | State[Any]:
     """Update the stored features of ``symbol`` ``timeframe`` bars from ``source`` in ``store``.
 
-    Returns what was done (:meth:`UpdateResult.to_dict`: mode full/incremental/unchanged, rows
-    recomputed, feature count), or a Cancelled state.
+    The ``Args`` below are what the Prefect UI shows beside each field of the run form.
+
+    Args:
+        symbol: Ticker whose stored bars to use, e.g. `AAPL` (case-insensitive); load its
+            bars first with the load-data deployment.
+        timeframe: Bar length of the series: `1m`, `2m`, `3m`, `5m`, `10m`, `15m`, `20m`,
+            `30m`, `1h`, `2h`, `3h`, `4h`, `8h` or `1d`. Default `1d`.
+        source: Source the bars were loaded from (the store keeps each source apart):
+            `synthetic` (default), `files` or `ib`.
+        store: Folder of the Parquet bar store; a relative path is taken from the worker's
+            working directory (the checkout). Features are written beside the bars, under
+            `features/`. Default `data`.
+        spec: Features to compute: `default` (the default: returns, log returns, SMA
+            10/20/50, EMA 12/26, RSI 14, MACD 12/26/9, ATR 14, Bollinger 20/2, volatility 20,
+            volume z-score 20),
+            a JSON object from kind to parameters such as `{"sma": [10, 50], "rsi": 14}`,
+            YAML text of the same, or the path of a `.yaml`/`.yml` file holding it.
+
+    Returns:
+        What was done (mode full/incremental/unchanged, rows recomputed, feature count), or a
+        Cancelled state (nothing written) when cancelled.
     """
     sym = parse_symbol(symbol)
     tf = parse_timeframe(timeframe)
@@ -57,7 +75,7 @@ def features(
         state = update_series_features(store, source, sym, tf.name, parsed.to_dict(),
                                        return_state=True)  # fmt: skip
         if state.is_cancelled():
-            return Cancelled(message=f"features {label} cancelled: nothing written")
+            return cancelled_state(f"features {label} {cancel_cause(run)}: nothing written")
         result = state.result()
         if not isinstance(result, UpdateResult):
             raise TypeError(f"update_series_features returned {type(result).__name__}")

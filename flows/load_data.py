@@ -18,7 +18,6 @@ from typing import Any, Final
 import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.client.schemas.objects import State
-from prefect.states import Cancelled
 
 from candleflow.bars import drop_invalid_bars, empty_bars
 from candleflow.errors import CandleflowError, InvalidRequest
@@ -51,7 +50,13 @@ from tasks.load import (
     save_bars,
     validate_symbol,
 )
-from tasks.progress import artifact_key, open_run, publish_summary
+from tasks.progress import (
+    artifact_key,
+    cancel_cause,
+    cancelled_state,
+    open_run,
+    publish_summary,
+)
 
 __all__ = ["StoreFlush", "load_data"]
 
@@ -96,19 +101,58 @@ def load_data(
     ib_time_scale: float = 1.0,
     source_options: dict[str, Any] | None = None,
 ) -> dict[str, Any] | State[Any]:
-    """Load ``symbol`` bars of ``timeframe`` from ``source`` into the store at ``store``.
+    """Load ``symbol`` bars of ``timeframe`` from ``source`` into the bar store at ``store``.
 
-    ``mode`` is local, tail, backfill or full; naive ``start``/``end`` are in the ``exchange``'s
-    time zone and a date-only ``end`` includes that day. ``path`` is the file or folder of the
-    ``files`` source; ``seed`` and ``delay`` (seconds per request) tune the ``synthetic`` one.
-    ``ib_host``/``ib_port``/``client_id`` choose the gateway of the ``ib`` source (TWS, IB Gateway
-    or ``candleflow ib-sim``); ``ib_time_scale`` shrinks IB's pacing windows and must match a
-    simulator's ``--time-scale`` (keep 1 for a real gateway). ``source_options`` are further
-    keyword options of the source (``make_source``), e.g. the synthetic source's
-    ``{"unknown": ["ZZZZ"]}``, ``{"symbols": [...]}`` or ``{"head": "2020-01-02"}``; an option the
-    source does not take raises ``InvalidRequest``, and so does one that is a parameter here
-    (give ``delay=``, not ``{"delay": …}``).
-    Returns the load summary as a dict, or a Cancelled state (after saving) when cancelled.
+    The ``Args`` below are what the Prefect UI shows beside each field of the run form.
+
+    Args:
+        symbol: Ticker to load, e.g. `AAPL` or `SPY` (case-insensitive; stored upper-case).
+        timeframe: Bar length: `1m`, `2m`, `3m`, `5m`, `10m`, `15m`, `20m`, `30m`, `1h`, `2h`,
+            `3h`, `4h`, `8h` or `1d`. Default `1h`.
+        start: First bar wanted: an ISO date or date-time such as `2024-01-02` or
+            `2024-01-02 09:30`, in the exchange's time zone unless it has an offset. Empty
+            (default): from the last stored bar (tail), from the source's earliest bar
+            (backfill, full), or a recent lookback when nothing is stored. Never earlier than
+            the source's earliest bar.
+        end: Last bar wanted, written like `start`; a date without a time includes that whole
+            day. Empty (default): up to now.
+        mode: What to fetch: `tail` (default) from the last stored bar to `end`; `backfill`
+            from `start` to the first stored bar; `full` both plus every gap in between;
+            `local` nothing (no source calls: only check what is stored).
+        source: Where bars come from: `synthetic` (default; deterministic bars, offline),
+            `files` (CSV/Parquet files at `path`) or `ib` (Interactive Brokers through TWS,
+            IB Gateway or `candleflow ib-sim` at `ib_host`:`ib_port`).
+        exchange: Trading calendar, an exchange_calendars name such as `XNYS` (default, New
+            York), `XNAS`, `XLON`, `XETR` or `CMES`. It decides which bars should exist
+            (nights, weekends and holidays are never gaps) and the time zone of `start`/`end`.
+        store: Folder of the Parquet bar store; a relative path is taken from the worker's
+            working directory (the checkout). Default `data`.
+        path: File or folder (CSV or Parquet) the `files` source imports; the other sources
+            ignore it. Default: none.
+        align: Grid of intraday bars: `auto` (default; detected from the file or the stored
+            bars), `clock` (IB's: 09:30, 10:00, 11:00, … for 1h bars) or `session` (every bar
+            length from the open: 09:30, 10:30, …). Daily bars ignore it.
+        seed: Seed of the `synthetic` source: the same seed gives the same bars. Integer,
+            default 0; the other sources ignore it.
+        delay: Seconds the `synthetic` source waits per request, to imitate a slow source in
+            demos and tests. ≥ 0, default 0; the other sources ignore it.
+        ib_host: Host name or IP address of TWS, IB Gateway or `candleflow ib-sim` for the
+            `ib` source. Default `127.0.0.1`.
+        ib_port: TCP port of that gateway: 4002 (default; IB Gateway paper trading and
+            `candleflow ib-sim`), 4001 IB Gateway live, 7497 TWS paper, 7496 TWS live.
+        client_id: API client id of the `ib` connection, an integer no other client of the
+            same gateway is using. Default 1.
+        ib_time_scale: Factor (> 0) shrinking IB's pacing windows (10 min, 15 s, 2 s); must
+            equal the simulator's `--time-scale`. Keep 1 (default) for a real gateway.
+        source_options: Further options of the source as a JSON object, e.g.
+            `{"head": "2020-01-02"}` or `{"unknown": ["ZZZZ"]}` for `synthetic`. An option the
+            source does not take, or one that is a parameter above (give `delay`, not
+            `{"delay": …}`), is rejected. Default: none.
+
+    Returns:
+        The load summary as a dict, or — when cancelled, after saving what was fetched — a
+        Cancelled state whose message says how many bars were saved and how many are still
+        missing.
     """
     request = LoadRequest.parse(
         symbol, timeframe, start=start, end=end, mode=mode, calendar=exchange, align=align
@@ -144,12 +188,10 @@ def load_data(
             "; ".join(summary.failed_segments),
         )
     if summary.cancelled:
-        message = (
-            f"load {request.label} cancelled: {summary.rows_added:,} new bars saved, "
+        return cancelled_state(
+            f"load {request.label} {cancel_cause(run)}: {summary.rows_added:,} new bars saved, "
             f"{summary.missing_bars_left:,} bars still missing"
         )
-        logger.warning(message)
-        return Cancelled(message=message)
     if nothing_fetched:
         raise CandleflowError(
             f"load {request.label}: none of the {summary.segments} segments could be fetched "

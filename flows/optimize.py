@@ -27,10 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from prefect import flow, get_run_logger
+from prefect import flow
 from prefect.client.schemas.objects import State
 from prefect.futures import PrefectFuture
-from prefect.states import Cancelled
 
 from candleflow.backtest import BacktestConfig, Metrics, PreparedBars, get_strategy, run_backtest
 from candleflow.backtest.space import Dimension, grid_points, parse_space, space_text
@@ -41,7 +40,14 @@ from candleflow.optimize import OptimizationResult
 from candleflow.optimize import optimize as run_search
 from candleflow.timeframes import parse_timeframe
 from tasks.optimize import OPTIMIZE_SPAN, BatchOutcome, evaluate_batch, read_bars, save_report
-from tasks.progress import artifact_key, open_run, publish_summary, publish_table
+from tasks.progress import (
+    artifact_key,
+    cancel_cause,
+    cancelled_state,
+    open_run,
+    publish_summary,
+    publish_table,
+)
 
 __all__ = ["TaskBatchEvaluator", "optimize"]
 
@@ -184,13 +190,50 @@ def optimize(
 ) -> dict[str, Any] | State[Any]:
     """Search ``strategy``'s parameters on the stored ``source`` bars of ``symbol``.
 
-    ``space`` is a mapping like ``{"fast": [5, 50], "slow": [10, 200]}`` or text
-    ``"fast=5:50,slow=10:200"`` (default: the strategy's, see
-    :func:`candleflow.backtest.space.parse_space`);
-    ``method`` bayes, random or grid; ``objective`` sharpe, return, calmar, …; ``split`` the
-    in-sample fraction (the top results are re-run out of sample). Returns the summary as a dict
-    (best parameters and metrics, top 10, report paths), or a Cancelled state after publishing
-    the best result so far.
+    The ``Args`` below are what the Prefect UI shows beside each field of the run form.
+
+    Args:
+        symbol: Ticker whose stored bars to backtest on, e.g. `AAPL` (case-insensitive); load
+            them first with the load-data deployment.
+        timeframe: Bar length of the series: `1m`, `2m`, `3m`, `5m`, `10m`, `15m`, `20m`,
+            `30m`, `1h`, `2h`, `3h`, `4h`, `8h` or `1d`. Default `1h`.
+        strategy: `sma_cross` (default; parameters fast, slow, long_only), `rsi_reversion`
+            (window, lower, upper, long_only) or `bollinger_breakout` (window, k, long_only).
+        space: Ranges to search, as text `name=low:high`, `name=low:high:step` or
+            `name=a|b|c` joined by commas, e.g. `fast=5:50,slow=10:200`, or a JSON object
+            such as `{"fast": [5, 50], "slow": [10, 200]}`. Empty (default): the strategy's
+            own space (sma_cross `fast=5:50,slow=10:200`).
+        method: `bayes` (default; Gaussian-process or forest model, see `base_estimator`),
+            `random` or `grid` (every cell, at most `iterations`).
+        iterations: Parameter sets to evaluate, an integer ≥ 1. Default 50.
+        objective: What to maximise: `sharpe` (default), `return`, `cagr`, `calmar`,
+            `final_equity`, `win_rate`, `profit_factor` or `max_drawdown` (smallest wins).
+        source: Source the bars were loaded from: `synthetic` (default), `files` or `ib`.
+        store: Folder of the Parquet bar store; a relative path is taken from the worker's
+            working directory (the checkout). Reports go to `reports/optimize/` in it.
+            Default `data`.
+        batch_size: Parameter sets per Prefect task, an integer ≥ 1. Default 8.
+        concurrency: Tasks run at the same time, an integer ≥ 1; each round asks the search
+            for `batch_size` × `concurrency` sets. Default 2.
+        seed: Seed of the random and Bayesian searches (same seed, same results). Default 0.
+        cash: Starting cash of each backtest, in the bars' currency, > 0. Default 10000.
+        commission: Commission per fill as a fraction of its value, 0 ≤ commission < 0.1
+            (0.001 = 0.1 %). Default 0.
+        slippage: Price slippage per fill as a fraction of the open, 0 ≤ slippage < 0.1
+            (0.0005 = 5 basis points). Default 0.
+        split: In-sample fraction of the bars, 0 < split < 1 (e.g. 0.7): the search sees the
+            first part only and the top results are re-run on the rest. Empty (default): all
+            bars in sample.
+        base_estimator: Model of the `bayes` method: `gp` (default; Gaussian process) or
+            `forest` (random forest).
+        dask: `true` to run the tasks on a Dask cluster (needs prefect-dask): a local 2-worker
+            cluster, or the scheduler at `dask_address`. Default `false` (threads).
+        dask_address: Address of a running Dask scheduler, e.g. `tcp://10.0.0.5:8786`, used
+            when `dask` is true. Empty (default): a local cluster.
+
+    Returns:
+        The summary as a dict (best parameters and metrics, top 10, report paths), or a
+        Cancelled state after publishing the best result so far.
     """
     name = parse_symbol(symbol)
     tf = parse_timeframe(timeframe)
@@ -203,7 +246,6 @@ def optimize(
             raise InvalidRequest(f"{option}={value} is invalid: use ≥ 1")
     label = f"{name} {tf.name} {spec.name}"
     key = artifact_key("optimize", name, tf.name)
-    logger = get_run_logger()
 
     with open_run(f"optimize {label}", STAGES, key=key, watch_interval=WATCH_INTERVAL) as run:
         bars = read_bars(store, source, name, tf.name)
@@ -255,12 +297,10 @@ def optimize(
             run.handle.summary = summary
     _publish(key, label, summary)
     if result.cancelled:
-        message = (
-            f"optimize {label} cancelled after {result.iterations} of {total} iterations; "
-            f"best so far: {summary.get('best_params_text', 'none')}"
+        return cancelled_state(
+            f"optimize {label} {cancel_cause(run)} after {result.iterations} of {total} "
+            f"iterations; best so far: {summary.get('best_params_text', 'none')}"
         )
-        logger.warning(message)
-        return Cancelled(message=message)
     return summary
 
 

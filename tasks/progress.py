@@ -12,7 +12,12 @@ in a context variable (tasks reach them with :func:`current_run`), and wires the
   (in-process runs are never interrupted by Prefect, DESIGN §8);
 - SIGTERM (how a worker or ``serve`` cancels a deployment run) sets the token instead of raising
   ``TerminationSignal`` in the middle of a write; a second SIGTERM falls back to Prefect's handler;
-- core loggers (``candleflow.*``) are sent to the run's Prefect logs.
+- our loggers (``candleflow``, ``tasks``, ``flows``) are sent to the run's Prefect logs, and a
+  filter on Prefect's run loggers keeps a clean cancel of our runs from being logged as an error;
+- :func:`cancelled_state` is how a flow ends cancelled: one message saying what was saved and how
+  the run was cancelled (:func:`cancel_cause`), which stays the run's final state even though a
+  worker or ``serve`` force-sets a generic Cancelled state of its own after the process exits
+  (:func:`keep_final_state`).
 
 A caller that starts a flow in-process (the CLI, tests) enters :func:`progress_context` first to
 add its own sinks (a Rich bar) and to get a handle with the token it may cancel, the flow run id
@@ -31,7 +36,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from candleflow.progress import (
@@ -44,6 +49,9 @@ from candleflow.progress import (
     format_duration,
 )
 
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import State
+
 __all__ = [
     "ArtifactSink",
     "CancelWatcher",
@@ -53,14 +61,18 @@ __all__ = [
     "RowProgress",
     "RunContext",
     "RunHandle",
+    "cancel_cause",
+    "cancelled_state",
     "current_run",
     "describe_event",
+    "keep_final_state",
     "open_run",
     "progress_context",
     "publish_summary",
     "publish_table",
     "read_run_artifacts",
     "read_run_progress",
+    "restore_final_state",
 ]
 
 logger = logging.getLogger(__name__)
@@ -81,6 +93,11 @@ STAGE_VERBS: dict[str, str] = {
     "report": "Writing the report",
 }
 _STOP_STATES = frozenset({"CANCELLING", "CANCELLED"})
+#: Cancel-token reasons set here (they end up in task and flow state messages).
+API_CANCEL_REASON = "cancelled through the Prefect API"
+SIGTERM_REASON = "stopped by SIGTERM"
+#: The loggers candleflow owns (CONVENTIONS 7): the core, the tasks and the flows.
+OWN_LOGGERS: tuple[str, ...] = ("candleflow", "tasks", "flows")
 
 
 def describe_event(event: ProgressEvent, percentage: float | None = None) -> str:
@@ -243,7 +260,9 @@ class CancelWatcher:
     """A daemon thread that sets ``token`` once the flow run is CANCELLING or CANCELLED.
 
     ``read_state(flow_run_id)`` returns the state type name; by default it asks the Prefect API.
-    Read errors are logged (once) and polling goes on.
+    Read errors are logged (once) and polling goes on. The thread runs in a copy of the context
+    that created the watcher, so its log lines belong to that flow run (Prefect's API log handler
+    finds the run in the context).
     """
 
     def __init__(
@@ -260,7 +279,10 @@ class CancelWatcher:
         self._read_state = read_state
         self._stop = threading.Event()
         self._thread = threading.Thread(
-            target=self._run, name=f"candleflow-cancel-watcher-{flow_run_id}", daemon=True
+            target=contextvars.copy_context().run,
+            args=(self._run,),
+            name=f"candleflow-cancel-watcher-{flow_run_id}",
+            daemon=True,
         )
 
     def start(self) -> CancelWatcher:
@@ -297,7 +319,7 @@ class CancelWatcher:
                 if state_type in _STOP_STATES:
                     logger.warning("flow run %s is %s: stopping at the next segment boundary",
                                    self.flow_run_id, state_type)  # fmt: skip
-                    self.token.cancel(f"flow run {self.flow_run_id} was cancelled ({state_type})")
+                    self.token.cancel(API_CANCEL_REASON)
                     return
 
 
@@ -421,6 +443,7 @@ def open_run(
             stack.callback(artifact.close)
         stack.enter_context(_sigterm_sets(token))
         if flow_run_id is not None:
+            _quiet_clean_cancels(flow_run_id)
             stack.enter_context(_core_logs_to_prefect())
             watcher = CancelWatcher(flow_run_id, token, interval=watch_interval).start()
             stack.callback(watcher.stop)
@@ -450,7 +473,7 @@ def _sigterm_sets(token: CancelToken) -> Iterator[None]:
             previous(signum, frame)
             return
         logger.warning("SIGTERM received: stopping at the next segment boundary")
-        token.cancel("terminated (SIGTERM)")
+        token.cancel(SIGTERM_REASON)
 
     signal.signal(signal.SIGTERM, on_sigterm)
     try:
@@ -461,20 +484,218 @@ def _sigterm_sets(token: CancelToken) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _core_logs_to_prefect() -> Iterator[None]:
-    """Send ``candleflow.*`` records to the run's Prefect logs (unless already configured with
-    ``PREFECT_LOGGING_EXTRA_LOGGERS=candleflow``)."""
+    """Send the records of our loggers (:data:`OWN_LOGGERS`) to the run's Prefect logs, each
+    unless already configured (``PREFECT_LOGGING_EXTRA_LOGGERS=candleflow,tasks,flows``, as the
+    deployments in prefect.yaml set it)."""
     from prefect.logging.handlers import APILogHandler
 
-    core = logging.getLogger("candleflow")
-    if any(isinstance(h, APILogHandler) for h in core.handlers):
-        yield
-        return
-    handler = APILogHandler()
-    core.addHandler(handler)
+    added: list[tuple[logging.Logger, APILogHandler]] = []
+    for name in OWN_LOGGERS:
+        own = logging.getLogger(name)
+        if not any(isinstance(h, APILogHandler) for h in own.handlers):
+            added.append((own, APILogHandler()))
+            own.addHandler(added[-1][1])
     try:
         yield
     finally:
-        core.removeHandler(handler)
+        for own, handler in added:
+            own.removeHandler(handler)
+
+
+# ----------------------------------------------------------------------------- ending cancelled
+
+#: Our flow runs in this process (ids as Prefect's log records carry them), for the filter below;
+#: insertion-ordered so that a long-lived process forgets the oldest.
+_OUR_RUNS: dict[str, None] = {}
+_OUR_RUNS_MAX = 10_000
+_OUR_RUNS_LOCK = threading.Lock()
+#: Prefect's loggers of flow and task runs (what the UI shows as a run's logs).
+RUN_LOGGERS: tuple[str, ...] = ("prefect.flow_runs", "prefect.task_runs")
+
+
+class _CleanCancelFilter(logging.Filter):
+    """On Prefect's run loggers: a clean cancel of one of our runs is not an error.
+
+    Prefect logs two ERROR records when a flow ends by returning a Cancelled state, both only
+    because the state is not Completed: the task engine logs each task that did not complete as
+    ``Finished in state Cancelled(…)`` at ERROR (``task_engine.py``, ``log_finished_message``),
+    and the flow engine's ``run_flow``, which the worker's entrypoint gives the run's logger, logs
+    the ``CancelledRun`` that ``run_flow_sync`` raises from the Cancelled state's result as
+    "Engine execution exited with unexpected exception" (``flow_engine.py``). For our runs the
+    first becomes INFO (the level at which the flow engine logs its own final state) and the
+    second is dropped (the flow has logged why it was cancelled, and the engine logs "Finished in
+    state Cancelled(…)" at INFO). Records of other runs pass unchanged.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        if str(getattr(record, "flow_run_id", None)) not in _OUR_RUNS:
+            return True
+        from prefect.exceptions import CancelledRun
+
+        if record.exc_info and isinstance(record.exc_info[1], CancelledRun):
+            return False
+        if str(record.msg).startswith("Finished in state Cancelled("):
+            if not logging.getLogger(record.name).isEnabledFor(logging.INFO):
+                return False
+            record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
+        return True
+
+
+_CLEAN_CANCEL_FILTER = _CleanCancelFilter()
+
+
+def _quiet_clean_cancels(flow_run_id: UUID) -> None:
+    """Put one of our flow runs under :class:`_CleanCancelFilter` (installed once per process)."""
+    with _OUR_RUNS_LOCK:
+        _OUR_RUNS[str(flow_run_id)] = None
+        while len(_OUR_RUNS) > _OUR_RUNS_MAX:
+            del _OUR_RUNS[next(iter(_OUR_RUNS))]
+        for name in RUN_LOGGERS:
+            run_logger = logging.getLogger(name)
+            if _CLEAN_CANCEL_FILTER not in run_logger.filters:
+                run_logger.addFilter(_CLEAN_CANCEL_FILTER)
+
+
+def cancel_cause(run: RunContext) -> str:
+    """How the run was cancelled, worded for its final state message.
+
+    "cancelled through the Prefect API (UI, CLI or client)" when the run went through a
+    Cancelling state (the UI's Cancel button, ``prefect flow-run cancel``, a client) — also when a
+    worker then stopped the process with SIGTERM; a message of that state goes in the
+    parenthesis, or stands alone when it says how itself ("cancelled with `candleflow cancel`").
+    Otherwise the cancel token's reason: "stopped by SIGTERM", "interrupted (Ctrl+C)", ….
+    """
+    if run.flow_run_id is not None:
+        from prefect.client.orchestration import get_client
+
+        try:
+            with get_client(sync_client=True) as client:
+                states = client.read_flow_run_states(run.flow_run_id)
+        except Exception:
+            logger.warning("cannot read the states of flow run %s", run.flow_run_id,
+                           exc_info=True)  # fmt: skip
+            states = []
+        cancelling = [s for s in states if s.type.value == "CANCELLING"]
+        if cancelling:
+            note = (cancelling[-1].message or "").strip()
+            if note.lower().startswith("cancelled "):
+                return note
+            return f"{API_CANCEL_REASON} ({note or 'UI, CLI or client'})"
+    reason = run.token.reason.strip()
+    if not reason:
+        return "cancelled"
+    if reason.split(" ", 1)[0] in {"cancelled", "stopped", "interrupted", "terminated"}:
+        return reason
+    return f"cancelled ({reason})"
+
+
+def cancelled_state(message: str) -> State[Any]:
+    """What a flow returns when cancelled: ``Cancelled(message=message)``, the message logged as a
+    warning, and kept as the run's final state when a runner stops the run
+    (:func:`keep_final_state`; top-level deployment runs only — nothing overrides the state of
+    an in-process run or a subflow)."""
+    from prefect import get_run_logger
+    from prefect.context import FlowRunContext
+    from prefect.states import Cancelled
+
+    get_run_logger().warning(message)
+    ctx = FlowRunContext.get()
+    flow_run = ctx.flow_run if ctx is not None else None
+    if (
+        flow_run is not None
+        and flow_run.deployment_id is not None
+        and flow_run.parent_task_run_id is None
+    ):
+        keep_final_state(flow_run.id, message)
+    return Cancelled(message=message)
+
+
+#: Seconds the keeper waits for a runner's state after ours: the runner's grace before SIGKILL
+#: (30 s) plus the on_cancellation hooks it first runs in a new process, on a busy machine.
+KEEP_TIMEOUT = 300.0
+
+
+def keep_final_state(flow_run_id: UUID, message: str) -> None:
+    """Keep ``Cancelled(message)`` the run's final state after its runner force-set its own.
+
+    A deployment run cancelled through the API is stopped by its runner (a worker, or
+    ``serve``), and the runner always has the last word: it SIGTERMs the flow's process group
+    (our flow saves and returns its Cancelled state), waits for the group to exit (polling every
+    3 s), runs the flow's on_cancellation hooks in a new process, then *force*-sets a Cancelled
+    state of its own, "Flow run was cancelled successfully." (Prefect 3.8:
+    ``runner/_cancellation_manager.py`` ``CancellationManager.cancel`` →
+    ``runner/_cancel_finalizer.py`` ``finalize_cancelled_state`` →
+    ``runner/_state_proposer.py`` ``propose_cancelled``, ``force=True``). No setting or hook runs
+    after that, and nothing of the flow process is left. So a small detached process — its own
+    session, out of the group the runner kills and waits for — runs :func:`restore_final_state`:
+    once a Cancelled state lands after ours, it sets ours again. The one place that works around
+    Prefect's runner: ``tests/e2e/test_worker_cancel.py`` fails when it stops working, and when
+    Prefect's runner stops overriding the state (then this can go).
+    """
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "import sys; from tasks.progress import restore_final_state; " \
+           "restore_final_state(sys.argv[1], sys.argv[2])"  # fmt: skip
+    subprocess.Popen(
+        [sys.executable, "-c", code, str(flow_run_id), message],
+        cwd=Path(__file__).resolve().parents[1],  # where `tasks` is importable
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def restore_final_state(
+    flow_run_id: UUID | str,
+    message: str,
+    *,
+    client: Any = None,
+    timeout: float = KEEP_TIMEOUT,
+    interval: float = 0.5,
+) -> bool:
+    """Once a Cancelled state follows the run's ``Cancelled(message)``, set ours again; True if
+    it did. Leaves the run alone when a state of another type follows ours (a retry, say) or
+    nothing follows within ``timeout`` seconds; API errors are retried until then, and the last
+    one is logged to the run's logs. ``client`` is a sync Prefect client (default: a new one).
+    """
+    from prefect.states import Cancelled
+
+    run_id = UUID(str(flow_run_id))
+    failure: Exception | None = None
+    with contextlib.ExitStack() as stack:
+        if client is None:
+            from prefect.client.orchestration import get_client
+
+            client = stack.enter_context(get_client(sync_client=True))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                states = sorted(client.read_flow_run_states(run_id), key=lambda s: s.timestamp)
+                ours = [i for i, s in enumerate(states)
+                        if s.is_cancelled() and s.message == message]  # fmt: skip
+                later = states[ours[-1] + 1 :] if ours else []
+                if later and not all(s.is_cancelled() for s in later):
+                    return False
+                if later:
+                    client.set_flow_run_state(run_id, Cancelled(message=message), force=True)
+                    return True
+            except Exception as exc:
+                failure = exc
+            time.sleep(interval)
+    if failure is not None:
+        from prefect.logging.handlers import APILogHandler
+        from prefect.logging.loggers import flow_run_logger
+
+        flow_run_logger(flow_run_id=run_id).warning(
+            "could not restore the final state %r: %s", message, failure
+        )
+        APILogHandler().flush()
+    return False
 
 
 # ----------------------------------------------------------------------------- reading back
