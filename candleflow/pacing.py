@@ -15,6 +15,12 @@ more than 50 requests open (DESIGN §4.3). :class:`PacingRules` holds those numb
 
 ``time_scale`` shrinks every window: with ``time_scale=0.01`` the 600 s window lasts 6 s, so tests
 exercise the real rules quickly. ``margin`` is never scaled.
+
+The limiter sees one process. Pacing across processes (workers sharing one gateway) goes through a
+:class:`RequestGate` that the IB source passes before each historical request — a no-op
+(:data:`OPEN_GATE`) by default; the orchestration layer supplies one backed by a shared rate
+limit, sized by :func:`shared_rate_budget` so that no rolling window can hold more requests than
+IB allows.
 """
 
 from __future__ import annotations
@@ -32,15 +38,20 @@ from candleflow.progress import CancelToken
 
 __all__ = [
     "IB_PACING",
+    "OPEN_GATE",
     "Clock",
     "MonotonicClock",
+    "OpenGate",
     "PacingJudge",
     "PacingLimiter",
     "PacingRules",
     "PacingWindows",
     "Permit",
+    "RateBudget",
+    "RequestGate",
     "RequestKey",
     "shared_limiter",
+    "shared_rate_budget",
 ]
 
 
@@ -393,3 +404,86 @@ def shared_limiter(
                 f"time_scale, or use another name"
             )
         return limiter
+
+
+class RequestGate(Protocol):
+    """A shared admission step each historical request passes before the per-process limiter.
+
+    ``acquire`` blocks until the request may be sent (e.g. a rate-limit slot held across worker
+    processes by an orchestrator) and raises ``Cancelled`` as soon as ``token`` is cancelled while
+    it waits. A gate that cannot reach whatever it shares must let requests through (the
+    :class:`PacingLimiter` still holds each process to the rules), never fail them.
+    """
+
+    def acquire(self, token: CancelToken | None) -> None: ...
+
+
+class OpenGate:
+    """The default :class:`RequestGate`: lets every request through at once."""
+
+    def acquire(self, token: CancelToken | None) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return "OpenGate()"
+
+
+#: The gate of a source that shares its pacing with no other process.
+OPEN_GATE = OpenGate()
+
+
+@dataclass(frozen=True, slots=True)
+class RateBudget:
+    """A token bucket (``burst`` at once, then ``rate`` per second) within ``limit`` per ``window``.
+
+    A bucket of capacity L refilled at d per second lets at most ``L + d·T`` requests through in
+    any T seconds (it holds at most L at the start of the span and gains d·T during it). So a
+    bucket of 60 refilled at 60 per 600 s is *not* IB's rule: it allows 60 at once and then one
+    every 10 s, 120 in the first 600 s. Requests also leave a little after their token (the
+    per-process limiter's short rules, the network): up to ``slack`` seconds. Sends in a window
+    of W seconds then hold tokens from W + slack seconds, which is why the budget satisfies
+    ``L + d·(W + slack) <= limit`` (see :meth:`most_in`), and a fortiori ``L + d·W <= limit``.
+    """
+
+    burst: int
+    rate: float
+    window: float
+    slack: float
+    limit: int
+
+    def most_in(self, seconds: float) -> float:
+        """The most tokens the bucket can hand out within ``seconds``: ``burst + rate·seconds``."""
+        return self.burst + self.rate * seconds
+
+    @property
+    def interval(self) -> float:
+        """Seconds between tokens once the burst is spent."""
+        return 1.0 / self.rate
+
+
+def shared_rate_budget(
+    rules: PacingRules = IB_PACING, *, time_scale: float = 1.0, send_delay: float = 1.0
+) -> RateBudget:
+    """The token bucket that keeps every process sharing it within IB's requests per window.
+
+    Half the requests form the burst (L = max_requests // 2: a short load starts at once), the
+    other half is spread over the window: d = (max_requests - L) / (W + slack), with W the
+    scaled window and slack the longest a request may wait between its token and the gateway —
+    the per-process limiter's identical-request and same-series windows (scaled) plus
+    ``send_delay`` real seconds for its margin and the network. For IB at ``time_scale=1``:
+    30 at once, then one every 20.5 s. The per-process 60-per-window rule never adds a wait on
+    top: one process alone can hold at most ``L + d·(W + margin) < 60`` tokens in a window.
+    """
+    scale = _check_scale(time_scale)
+    if not send_delay >= 0:
+        raise InvalidRequest(f"send_delay must be >= 0 seconds, got {send_delay!r}")
+    window = rules.window * scale
+    slack = max(rules.identical_window, rules.same_series_window) * scale + float(send_delay)
+    burst = max(1, rules.max_requests // 2)
+    rate = (rules.max_requests - burst) / (window + slack) if rules.max_requests > burst else 0.0
+    if not rate > 0:
+        raise InvalidRequest(
+            f"pacing rules allow {rules.max_requests} request(s) per window: too few to share "
+            f"as a burst and a rate"
+        )
+    return RateBudget(burst, rate, window, slack, rules.max_requests)

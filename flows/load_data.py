@@ -50,6 +50,7 @@ from tasks.load import (
     save_bars,
     validate_symbol,
 )
+from tasks.pacing import ib_request_gate
 from tasks.progress import (
     artifact_key,
     cancel_cause,
@@ -165,6 +166,7 @@ def load_data(
             source, path=path, seed=seed, delay=delay, cancel_wait=run.token.wait,
             ib_host=ib_host, ib_port=ib_port, client_id=client_id, time_scale=ib_time_scale,
             cancel_token=run.token, **extra,
+            request_gate=ib_request_gate(source, ib_host, ib_port, ib_time_scale),
         )  # fmt: skip
         try:
             summary = _load(request, bar_source, bar_store)
@@ -204,7 +206,7 @@ def load_data(
 _OWN_OPTIONS: Final[Mapping[str, str | None]] = {
     "path": "path", "seed": "seed", "delay": "delay", "ib_host": "ib_host", "ib_port": "ib_port",
     "client_id": "client_id", "time_scale": "ib_time_scale", "cancel_wait": None,
-    "cancel_token": None,
+    "cancel_token": None, "request_gate": None,
 }  # fmt: skip
 
 

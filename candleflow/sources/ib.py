@@ -18,8 +18,10 @@ What the libraries leave to the caller, it does itself (``../shared/IB_PROTOCOL.
 * requests are in UTC (``formatDate=2``, ``endDateTime`` as ``YYYYMMDD HH:MM:SS UTC``, duration from
   :func:`~candleflow.timeframes.ib_duration`); bars come back as a UTC-indexed float64 frame
   filtered to the segment;
-* every historical request first passes the :class:`~candleflow.pacing.PacingLimiter` (shared per
-  gateway by default), so pacing violations do not happen;
+* every historical request first passes the ``request_gate`` (a
+  :class:`~candleflow.pacing.RequestGate`: pacing shared with other processes, a no-op by
+  default), then the :class:`~candleflow.pacing.PacingLimiter` (shared per gateway within the
+  process), so pacing violations do not happen;
 * a dropped connection is re-established (``reconnect_attempts``, with backoff) and the lost request
   is sent again; a gateway that stays away gives ``SourceUnavailable``.
 """
@@ -50,7 +52,7 @@ from candleflow.errors import (
     UnknownSymbol,
 )
 from candleflow.models import BAR_COLUMNS, INDEX_NAME, Instrument, Segment, parse_symbol
-from candleflow.pacing import PacingLimiter, RequestKey, shared_limiter
+from candleflow.pacing import OPEN_GATE, PacingLimiter, RequestGate, RequestKey, shared_limiter
 from candleflow.progress import CancelToken
 from candleflow.timeframes import Timeframe, ib_duration, parse_timeframe
 
@@ -148,7 +150,9 @@ class IBSource:
     ``limiter`` defaults to the process-wide limiter for ``host:port``; give a
     ``PacingLimiter(time_scale=…)`` matching a time-scaled simulator. ``calendar_map`` maps a
     symbol to its exchange_calendars name (overriding ``validate``'s ``calendar``).
-    ``cancel_token`` interrupts pacing and reconnect waits. One source sends one request at a
+    ``request_gate`` is passed before the limiter by every historical request (and by a resent
+    one), e.g. a rate limit shared by worker processes; the default lets everything through.
+    ``cancel_token`` interrupts gate, pacing and reconnect waits. One source sends one request at a
     time (calls from several threads queue); for parallel fetches use several sources with
     distinct ``client_id``s — they share the gateway's limiter.
     """
@@ -169,6 +173,7 @@ class IBSource:
         what_to_show: str = "TRADES",
         use_rth: bool = False,
         cancel_token: CancelToken | None = None,
+        request_gate: RequestGate | None = None,
     ) -> None:
         if not timeout > 0:
             raise InvalidRequest(f"timeout must be a positive number of seconds, got {timeout!r}")
@@ -179,6 +184,7 @@ class IBSource:
         self.client_id = int(client_id)
         self.timeout = float(timeout)
         self.limiter = limiter or shared_limiter(f"ib:{host}:{port}")
+        self.request_gate: RequestGate = request_gate or OPEN_GATE
         self.calendar_map = {parse_symbol(k): v for k, v in (calendar_map or {}).items()}
         self.reconnect_attempts = reconnect_attempts
         self.reconnect_backoff = float(reconnect_backoff)
@@ -363,6 +369,9 @@ class IBSource:
                     if pacing is None:
                         result = worker.run(self._once(request, symbol, what, False))
                     else:
+                        # The shared gate first: the limiter then records the request when it
+                        # really leaves, after a wait for a slot that may be long.
+                        self.request_gate.acquire(self._token)
                         with self.limiter.acquire(pacing, self._token):
                             result = worker.run(self._once(request, symbol, what, True))
                 except _ConnectionLost as exc:

@@ -4,12 +4,15 @@
 ``make_source("files", path="bars/")``, ``make_source("ib", ib_host="127.0.0.1", ib_port=4002,
 client_id=1, time_scale=1.0, cancel_token=token)``. Options a source does not use are ignored when
 they are unset (``None``) or at their default, so a caller can pass the same keyword set for every
-source (``cancel_wait`` and ``cancel_token`` are always optional); a set option that does not apply
-raises ``InvalidRequest`` naming it, as does an unknown source name (listing the valid ones).
+source (``cancel_wait``, ``cancel_token`` and ``request_gate`` are always optional); a set option
+that does not apply raises ``InvalidRequest`` naming it, as does an unknown source name (listing
+the valid ones).
 
 Every ``ib`` source of a process that talks to the same gateway shares one pacing limiter
 (``shared_limiter("ib:HOST:PORT")``): IB counts requests per connection to the gateway's account,
-not per source object, so pacing must hold across all the fetches a process makes. Building an
+not per source object, so pacing must hold across all the fetches a process makes. Across
+processes, the caller passes a ``request_gate`` (a :class:`~candleflow.pacing.RequestGate`, e.g.
+the orchestrator's shared rate limit); other sources ignore it. Building an
 ``ib`` source checks that something listens at ``HOST:PORT`` and raises ``SourceUnavailable``
 saying what to start when nothing does — at once, instead of after the adapter's reconnect
 attempts.
@@ -61,8 +64,9 @@ _NEUTRAL: Final[Mapping[str, object]] = {
 }
 # Options a source uses if it can and that are otherwise dropped: ``cancel_wait(seconds) -> bool``
 # lets a source's waits end early on cancellation; ``cancel_token`` (a ``CancelToken``) does the
-# same for sources that also wait inside their pacing limiter.
-_HINTS: Final = frozenset({"cancel_wait", "cancel_token"})
+# same for sources that also wait inside their pacing limiter; ``request_gate`` (a ``RequestGate``)
+# shares pacing with other processes for sources that pace their requests.
+_HINTS: Final = frozenset({"cancel_wait", "cancel_token", "request_gate"})
 
 
 def _synthetic(options: dict[str, Any]) -> Source:
@@ -156,7 +160,10 @@ _FACTORIES: Final[Mapping[str, tuple[Callable[[dict[str, Any]], Source], frozens
     "files": (_files, frozenset({"path", "calendar_tz"})),
     "ib": (
         _ib,
-        frozenset({"ib_host", "ib_port", "client_id", "time_scale", "timeout", "cancel_token"}),
+        frozenset(
+            {"ib_host", "ib_port", "client_id", "time_scale", "timeout"}
+            | {"cancel_token", "request_gate"}
+        ),
     ),
 }
 
