@@ -45,22 +45,15 @@ from candleflow.errors import InvalidRequest
 from candleflow.features import parse_feature_spec
 from candleflow.models import LoadMode
 from candleflow.progress import CancelToken, Span
+from candleflow.progress.queue import QueueTable, RowProgress
 from candleflow.store import BarStore, validate_source_name
 from candleflow.timeframes import parse_timeframe
 from candleflow.universe import UniverseEntry, parse_universe
 from flows.features import features as features_flow
 from flows.features import resolve_spec
 from flows.load_data import load_data
-from tasks.progress import (
-    QueueTable,
-    RowProgress,
-    artifact_key,
-    cancel_cause,
-    cancelled_state,
-    open_run,
-    progress_context,
-    publish_table,
-)
+from tasks.cancel import cancel_cause, cancelled_state
+from tasks.progress import artifact_key, open_run, progress_context, publish_table
 
 __all__ = ["DEFAULT_TIMEFRAMES", "DEFAULT_UNIVERSE", "backfill"]
 
@@ -355,6 +348,7 @@ def backfill(
             f"{key}-queue",
             [(j.entry.symbol, j.timeframe) for j in jobs],
             listeners=handle.row_sinks if handle is not None else (),
+            publish=publish_table,
         )
         queue.flush()  # the table exists, all rows queued, before any work starts
         with run.tracker.stage("backfill", total=len(jobs), unit="Series") as span:

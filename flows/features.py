@@ -20,8 +20,9 @@ from candleflow.features import parse_feature_spec
 from candleflow.models import parse_symbol
 from candleflow.store import validate_source_name
 from candleflow.timeframes import parse_timeframe
+from tasks.cancel import cancel_cause, cancelled_state
 from tasks.features import update_series_features
-from tasks.progress import artifact_key, cancel_cause, cancelled_state, open_run, publish_summary
+from tasks.progress import artifact_key, open_run, publish_summary
 
 __all__ = ["features", "resolve_spec"]
 

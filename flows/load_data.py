@@ -40,6 +40,7 @@ from candleflow.sources.registry import (
     make_source,
 )
 from candleflow.store import BarStore
+from tasks.cancel import cancel_cause, cancelled_state
 from tasks.load import (
     analyze_gaps,
     check_head_timestamp,
@@ -51,13 +52,7 @@ from tasks.load import (
     validate_symbol,
 )
 from tasks.pacing import ib_request_gate
-from tasks.progress import (
-    artifact_key,
-    cancel_cause,
-    cancelled_state,
-    open_run,
-    publish_summary,
-)
+from tasks.progress import artifact_key, open_run, publish_summary
 
 __all__ = ["StoreFlush", "load_data"]
 

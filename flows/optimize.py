@@ -39,15 +39,9 @@ from candleflow.models import parse_symbol
 from candleflow.optimize import OptimizationResult
 from candleflow.optimize import optimize as run_search
 from candleflow.timeframes import parse_timeframe
+from tasks.cancel import cancel_cause, cancelled_state
 from tasks.optimize import OPTIMIZE_SPAN, BatchOutcome, evaluate_batch, read_bars, save_report
-from tasks.progress import (
-    artifact_key,
-    cancel_cause,
-    cancelled_state,
-    open_run,
-    publish_summary,
-    publish_table,
-)
+from tasks.progress import artifact_key, open_run, publish_summary, publish_table
 
 __all__ = ["TaskBatchEvaluator", "optimize"]
 

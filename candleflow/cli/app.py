@@ -224,7 +224,7 @@ def _parse_run_id(run_id: str) -> UUID:
 
 def _progress_by_run(client: Any, run_ids: Sequence[UUID]) -> dict[UUID, tuple[float, str]]:
     """The latest progress artifact value and description of each flow run."""
-    from tasks.progress import read_run_progress
+    from candleflow.cli.runs import read_run_progress
 
     return read_run_progress(client, run_ids)
 

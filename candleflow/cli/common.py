@@ -23,7 +23,7 @@ from candleflow.errors import InvalidRequest
 
 if TYPE_CHECKING:
     from candleflow.progress import Sink
-    from candleflow.progress_rich import RichSink
+    from candleflow.progress.display import RichSink
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
 DEFAULT_STORE = Path("data")
@@ -86,14 +86,15 @@ def run_flow_in_process(
     """Call ``flow_fn(**parameters)`` here, with Rich progress on stderr and Ctrl+C → cancel.
 
     ``display(console)`` makes the progress display, a context manager whose value is the sink
-    fed the run's events (default: :class:`~candleflow.progress_rich.RichSink`, one bar per
+    fed the run's events (default: :class:`~candleflow.progress.display.RichSink`, one bar per
     operation); ``quiet`` shows none. Returns ``(final state, progress handle)``; the handle
     carries the flow run id and the summary the flow published.
     """
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     from candleflow.progress import CancelToken
-    from tasks.progress import HoldOnCancel, progress_context
+    from candleflow.progress.wording import HoldOnCancel
+    from tasks.progress import progress_context
 
     connect_api()
     token = CancelToken()
@@ -111,7 +112,7 @@ def run_flow_in_process(
 
 
 def _rich_sink(console: Console) -> RichSink:
-    from candleflow.progress_rich import RichSink
+    from candleflow.progress.display import RichSink
 
     return RichSink(console=console)
 

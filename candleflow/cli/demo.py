@@ -182,7 +182,7 @@ def _sink(rich: bool) -> Iterator[Sink]:
     if not rich:
         yield LoggingSink()
         return
-    from candleflow.progress_rich import RichSink
+    from candleflow.progress.display import RichSink
 
     with RichSink() as sink:
         yield sink

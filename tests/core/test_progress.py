@@ -27,7 +27,7 @@ from candleflow.progress import (
     Span,
     format_duration,
 )
-from candleflow.progress_rich import RichSink
+from candleflow.progress.display import RichSink
 
 PROGRESS_LOGGER = "candleflow.progress"
 

@@ -29,7 +29,7 @@ def test_nightly_backfill_deploys_runs_on_a_worker_and_publishes_its_artifacts(
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from tasks.progress import read_run_artifacts
+    from candleflow.cli.runs import read_run_artifacts
 
     universe = [e for e in yaml.safe_load((ROOT / "deployments/universe.yaml").read_text())[
         "symbols"]]  # fmt: skip

@@ -31,7 +31,7 @@ def test_deployment_runs_on_a_worker_reports_progress_and_cancels_cleanly(
     from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect.states import Cancelling
 
-    from tasks.progress import read_run_artifacts
+    from candleflow.cli.runs import read_run_artifacts
 
     with prefect_server(tmp_path, database) as server:
         pool = server.prefect("work-pool", "create", "candleflow", "--type", "process")

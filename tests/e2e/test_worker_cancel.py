@@ -85,7 +85,7 @@ def test_worker_run_cancelled_through_the_api_ends_in_candleflows_state_without_
     from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect.states import Cancelling
 
-    from tasks.progress import read_run_artifacts
+    from candleflow.cli.runs import read_run_artifacts
 
     with prefect_server(tmp_path) as server:
         pool = server.prefect("work-pool", "create", "candleflow", "--type", "process")
@@ -150,10 +150,10 @@ def test_worker_run_cancelled_through_the_api_ends_in_candleflows_state_without_
             assert "through the Prefect API" in message, message
             states = client.read_flow_run_states(flow_run.id)
             assert states[-1].id == state.id, _history(client, flow_run.id)
-            # The premise of tasks.progress.keep_final_state: the worker overrode our state.
+            # The premise of tasks.cancel.keep_final_state: the worker overrode our state.
             assert any(s.is_cancelled() and not _is_ours(s) for s in states), (
                 "Prefect's worker no longer overrides the flow's own Cancelled state: "
-                "tasks.progress.keep_final_state can go\n" + _history(client, flow_run.id)
+                "tasks.cancel.keep_final_state can go\n" + _history(client, flow_run.id)
             )
 
             # Logs are shipped in batches; wait for candleflow's own notice to arrive.
@@ -206,7 +206,7 @@ OURS = "load AAPL 1h cancelled through the Prefect API (UI, CLI or client): 5 ne
 
 
 def test_restore_puts_our_cancelled_state_back_over_the_runners() -> None:
-    from tasks.progress import restore_final_state
+    from tasks.cancel import restore_final_state
 
     *before, runner = _states(
         ("RUNNING", None), ("CANCELLING", None), ("CANCELLED", OURS),
@@ -219,7 +219,7 @@ def test_restore_puts_our_cancelled_state_back_over_the_runners() -> None:
 
 
 def test_restore_leaves_a_run_that_moved_on_or_was_never_overridden() -> None:
-    from tasks.progress import restore_final_state
+    from tasks.cancel import restore_final_state
 
     retried = _History(_states(("CANCELLED", OURS), ("SCHEDULED", "retry")))
     assert not restore_final_state(uuid4(), OURS, client=retried, timeout=30, interval=0.01)

@@ -62,7 +62,7 @@ def flow_run(flow_run_id: UUID) -> Any:
 def artifacts(flow_run_id: UUID, types: tuple[str, ...] = ("progress",)) -> list[Any]:
     from prefect.client.orchestration import get_client
 
-    from tasks.progress import read_run_artifacts
+    from candleflow.cli.runs import read_run_artifacts
 
     with get_client(sync_client=True) as client:
         return read_run_artifacts(client, [flow_run_id], types)

@@ -13,9 +13,10 @@ from uuid import UUID
 import pytest
 
 from candleflow.feature_store import FeatureStore
+from candleflow.progress.queue import QueueRow
 from candleflow.store import BarStore
 from flows.backfill import backfill
-from tasks.progress import QueueRow, progress_context
+from tasks.progress import progress_context
 from tests.flows.helpers import artifacts, flow_run, wait_for
 
 SYMBOLS = ["AAPL", "MSFT", "SPY", "QQQ", "IBM", "ZZZZ"]
@@ -215,7 +216,7 @@ def test_the_cli_backfills_a_csv_universe_and_computes_features(
 
 
 def test_the_queue_table_publishes_versions_throttled_and_keeps_final_statuses() -> None:
-    from tasks.progress import QueueTable
+    from candleflow.progress.queue import QueueTable
 
     now = [0.0]
     published: list[tuple[str, list[dict[str, object]]]] = []

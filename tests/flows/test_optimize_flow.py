@@ -18,11 +18,12 @@ from candleflow.cli import main
 from candleflow.errors import Cancelled as CancelledError
 from candleflow.optimize import objective_value
 from candleflow.progress import ListSink
+from candleflow.progress.wording import describe_event
 from candleflow.sources.synthetic import SyntheticSource
 from candleflow.store import BarStore
 from flows.optimize import TaskBatchEvaluator, optimize
 from tasks.optimize import BatchOutcome
-from tasks.progress import describe_event, progress_context
+from tasks.progress import progress_context
 from tests.flows.helpers import EventWaiter, artifacts, flow_run, wait_for
 
 SYMBOL, TF = "AAPL", "1h"

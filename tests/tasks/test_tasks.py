@@ -15,19 +15,13 @@ from candleflow import loading
 from candleflow.errors import InvalidRequest, SourceUnavailable
 from candleflow.loading import FetchResult, LoadRequest, stage_plan
 from candleflow.progress import CancelToken, ListSink, ProgressEvent
+from candleflow.progress.wording import describe_event
 from candleflow.sources.registry import make_source
 from candleflow.sources.synthetic import SyntheticSource
 from candleflow.store import BarStore
 from tasks import load as tasks
-from tasks.progress import (
-    ArtifactSink,
-    CancelWatcher,
-    artifact_key,
-    current_run,
-    describe_event,
-    open_run,
-    progress_context,
-)
+from tasks.cancel import CancelWatcher
+from tasks.progress import ArtifactSink, artifact_key, current_run, open_run, progress_context
 
 NOW = pd.Timestamp("2024-07-01", tz="UTC")
 
@@ -270,13 +264,13 @@ def test_sigterm_during_a_run_sets_the_token_and_a_second_one_goes_to_the_old_ha
     import os
     import signal
 
-    from tasks.progress import _sigterm_sets
+    from tasks.cancel import sigterm_sets_token
 
     token = CancelToken()
     seen: list[int] = []
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
     try:
-        with _sigterm_sets(token):
+        with sigterm_sets_token(token):
             os.kill(os.getpid(), signal.SIGTERM)
             assert token.wait(5), "the first SIGTERM did not cancel the token"
             assert seen == []

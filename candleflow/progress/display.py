@@ -16,7 +16,7 @@ from types import TracebackType
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
-from candleflow.progress import ProgressEvent, format_counter, format_duration
+from candleflow.progress.events import ProgressEvent, format_counter, format_duration
 
 __all__ = ["RichSink"]
 

@@ -5,12 +5,12 @@ top-level stages; each stage is a :class:`Span` that counts items and may open c
 optimisation iteration → its candles), several at once from different threads. The tracker turns
 that tree into :class:`ProgressEvent` records — a monotonic percentage with two decimals, stage and
 positions, counters, a smoothed rate and an ETA — and hands them to *sinks* (plain callables:
-:class:`ListSink`, :class:`LoggingSink`, the Rich display in :mod:`candleflow.progress_rich`, the
+:class:`ListSink`, :class:`LoggingSink`, the Rich display in :mod:`candleflow.progress.display`, the
 Prefect adapter in ``tasks/progress.py``). Emission is throttled by time so a hot loop may call
 :meth:`Span.advance` as often as it likes; stage boundaries, completion and cancellation always
 emit. A :class:`CancelToken` carries cancellation from the outside (Ctrl+C, the Prefect UI) to
 loops that poll it at segment or chunk boundaries. The event record, sinks, formatting helpers and
-the token are defined in :mod:`candleflow.progress_events` and re-exported here. Nothing here
+the token are defined in :mod:`candleflow.progress.events` and re-exported here. Nothing here
 knows about Prefect.
 """
 
@@ -25,7 +25,7 @@ from types import MappingProxyType, TracebackType
 from typing import Final
 
 from candleflow.errors import Cancelled, InvalidRequest
-from candleflow.progress_events import (
+from candleflow.progress.events import (
     CancelToken,
     ListSink,
     LoggingSink,
@@ -47,7 +47,8 @@ __all__ = [
     "format_duration",
 ]
 
-logger = logging.getLogger(__name__)
+# Named for the package, where users select it (and where the tracker lived before the split).
+logger = logging.getLogger("candleflow.progress")
 
 # Rates are smoothed with a time constant rather than a per-event factor, so the ETA does not
 # depend on how often events happen to be built (0.25 s throttled, or every call in tests).

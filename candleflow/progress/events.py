@@ -2,7 +2,7 @@
 
 :class:`ProgressEvent` is the snapshot a :class:`~candleflow.progress.ProgressTracker` hands to
 every *sink* — any callable taking one event (:data:`Sink`), such as :class:`ListSink` (tests,
-small tools), :class:`LoggingSink`, the Rich display in :mod:`candleflow.progress_rich` or the
+small tools), :class:`LoggingSink`, the Rich display in :mod:`candleflow.progress.display` or the
 Prefect adapter in ``tasks/progress.py`` — with :func:`format_duration` and
 :func:`format_counter` rendering its fields for people. :class:`CancelToken` carries the signal
 the other way, from the outside (Ctrl+C, the Prefect UI) to loops that poll it. These are what
