@@ -27,7 +27,7 @@ from candleflow.backtest import (
     run_backtest,
     simulate,
 )
-from candleflow.optimize import OptimizationResult, optimize
+from candleflow.optimize.search import OptimizationResult, optimize
 from candleflow.progress import ListSink, ProgressTracker
 
 FAST, SLOW = 10, 20

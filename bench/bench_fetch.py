@@ -25,10 +25,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from candleflow.loading import LoadRequest, run_load
-from candleflow.pacing import PacingLimiter, PacingRules
+from candleflow.loading.pipeline import LoadRequest, run_load
 from candleflow.sources.ib import IBSource
-from candleflow.store import BarStore
+from candleflow.sources.pacing import PacingLimiter, PacingRules
+from candleflow.store.bar_store import BarStore
 
 SYMBOL = "AAPL"
 START, END = "2023-01-01", "2024-12-31"

@@ -19,9 +19,9 @@ ARGS = {"symbol": "AAPL", "timeframe": "1h", "start": "2024-01-01", "end": "2024
 
 
 def _direct(root: Path) -> float:
-    from candleflow.loading import LoadRequest, run_load
+    from candleflow.loading.pipeline import LoadRequest, run_load
     from candleflow.sources.synthetic import SyntheticSource
-    from candleflow.store import BarStore
+    from candleflow.store.bar_store import BarStore
 
     request = LoadRequest.parse(
         ARGS["symbol"], ARGS["timeframe"], start=ARGS["start"], end=ARGS["end"], mode="full"

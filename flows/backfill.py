@@ -42,13 +42,13 @@ from prefect.client.schemas.objects import State
 from prefect.states import Completed, Failed
 
 from candleflow.errors import InvalidRequest
-from candleflow.features import parse_feature_spec
+from candleflow.features.catalogue import parse_feature_spec
+from candleflow.loading.universe import UniverseEntry, parse_universe
 from candleflow.models import LoadMode
 from candleflow.progress import CancelToken, Span
 from candleflow.progress.queue import QueueTable, RowProgress
-from candleflow.store import BarStore, validate_source_name
+from candleflow.store.bar_store import BarStore, validate_source_name
 from candleflow.timeframes import parse_timeframe
-from candleflow.universe import UniverseEntry, parse_universe
 from flows.features import features as features_flow
 from flows.features import resolve_spec
 from flows.load_data import load_data

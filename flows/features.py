@@ -15,10 +15,10 @@ from typing import Any
 from prefect import flow
 from prefect.client.schemas.objects import State
 
-from candleflow.feature_store import UpdateResult
-from candleflow.features import parse_feature_spec
+from candleflow.features.catalogue import parse_feature_spec
+from candleflow.features.store import UpdateResult
 from candleflow.models import parse_symbol
-from candleflow.store import validate_source_name
+from candleflow.store.bar_store import validate_source_name
 from candleflow.timeframes import parse_timeframe
 from tasks.cancel import cancel_cause, cancelled_state
 from tasks.features import update_series_features

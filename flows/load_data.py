@@ -19,10 +19,9 @@ import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.client.schemas.objects import State
 
-from candleflow.bars import drop_invalid_bars, empty_bars
 from candleflow.errors import CandleflowError, InvalidRequest
-from candleflow.gaps import analyze_gaps as final_gaps
-from candleflow.loading import (
+from candleflow.loading.gaps import analyze_gaps as final_gaps
+from candleflow.loading.pipeline import (
     FetchResult,
     LoadRequest,
     LoadSummary,
@@ -30,7 +29,7 @@ from candleflow.loading import (
     resolve_alignment,
     stage_plan,
 )
-from candleflow.loading import save_bars as write_bars
+from candleflow.loading.pipeline import save_bars as write_bars
 from candleflow.models import FetchStats, GapClass, LoadMode
 from candleflow.sources.base import Source
 from candleflow.sources.registry import (
@@ -39,7 +38,8 @@ from candleflow.sources.registry import (
     DEFAULT_IB_PORT,
     make_source,
 )
-from candleflow.store import BarStore
+from candleflow.store.bar_store import BarStore
+from candleflow.store.frames import drop_invalid_bars, empty_bars
 from tasks.cancel import cancel_cause, cancelled_state
 from tasks.load import (
     analyze_gaps,

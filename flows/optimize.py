@@ -1,7 +1,7 @@
 """The ``optimize`` flow: search a strategy's parameters on stored bars (DESIGN §6).
 
 Read it as the pipeline: read the bars from the store, run the core search
-(:func:`candleflow.optimize.optimize`) whose batches of parameter sets go out as
+(:func:`candleflow.optimize.search.optimize`) whose batches of parameter sets go out as
 :func:`tasks.optimize.evaluate_batch` tasks through a task runner — the flow's threads by default,
 prefect-dask's ``DaskTaskRunner`` with ``dask=True`` (a local 2-worker cluster, or the scheduler
 at ``dask_address``) — then publish the top 10 as a table artifact and the best run's equity curve
@@ -32,12 +32,12 @@ from prefect.client.schemas.objects import State
 from prefect.futures import PrefectFuture
 
 from candleflow.backtest import BacktestConfig, Metrics, PreparedBars, get_strategy, run_backtest
-from candleflow.backtest.space import Dimension, grid_points, parse_space, space_text
 from candleflow.errors import Cancelled as CancelledError
 from candleflow.errors import InvalidRequest
 from candleflow.models import parse_symbol
-from candleflow.optimize import OptimizationResult
-from candleflow.optimize import optimize as run_search
+from candleflow.optimize.search import OptimizationResult
+from candleflow.optimize.search import optimize as run_search
+from candleflow.optimize.space import Dimension, grid_points, parse_space, space_text
 from candleflow.timeframes import parse_timeframe
 from tasks.cancel import cancel_cause, cancelled_state
 from tasks.optimize import OPTIMIZE_SPAN, BatchOutcome, evaluate_batch, read_bars, save_report

@@ -15,8 +15,8 @@ from prefect.client.schemas.objects import State
 from prefect.states import Cancelled
 
 from candleflow.errors import Cancelled as CancelledError
-from candleflow.feature_store import FeatureStore, UpdateResult, update_features
-from candleflow.store import BarStore
+from candleflow.features.store import FeatureStore, UpdateResult, update_features
+from candleflow.store.bar_store import BarStore
 from tasks.progress import current_run
 
 __all__ = ["update_series_features"]

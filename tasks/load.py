@@ -21,13 +21,13 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.states import Cancelled
 
-from candleflow import loading
 from candleflow.errors import Cancelled as CancelledError
 from candleflow.errors import SourceUnavailable
-from candleflow.loading import FetchResult, LoadPlan, LoadRequest
+from candleflow.loading import pipeline as loading
+from candleflow.loading.pipeline import FetchResult, LoadPlan, LoadRequest
 from candleflow.models import Instrument, Segment
 from candleflow.sources.base import Source
-from candleflow.store import BarStore, WriteResult
+from candleflow.store.bar_store import BarStore, WriteResult
 from candleflow.timeframes import Timeframe
 from tasks.progress import current_run
 

@@ -1,15 +1,15 @@
 """IB pacing shared across worker processes: a Prefect global concurrency limit as a rate limit.
 
 IB allows 60 historical requests per rolling 10 minutes per account, but the core's
-:class:`~candleflow.pacing.PacingLimiter` sees one process. So, with a Prefect server, every
+:class:`~candleflow.sources.pacing.PacingLimiter` sees one process. So, with a Prefect server, every
 historical request of every flow run first takes a slot from one global concurrency limit *with
 slot decay* (the server keeps it as a token bucket), named after the gateway:
 ``ib-pacing-127.0.0.1-4002`` (``ib-pacing-127.0.0.1-4002-x0.02`` for a simulator at
 ``--time-scale 0.02``, so a scaled test never shares the real gateway's limit). It is created on
 first use when missing; two processes racing to create it both go on (the loser's 409 is fine).
 
-Sizes (:func:`~candleflow.pacing.shared_rate_budget`): a bucket of L requests refilled at d per
-second lets ``L + d·T`` requests through in any T seconds, so "60, decaying at 60 per 600 s"
+Sizes (:func:`~candleflow.sources.pacing.shared_rate_budget`): a bucket of L requests refilled at d
+per second lets ``L + d·T`` requests through in any T seconds, so "60, decaying at 60 per 600 s"
 would allow 60 at once and one every 10 s after — up to 120 in the first 10 minutes. The budget
 takes L = 30 and d = 30 / (W + slack), W = 600 s × time_scale and slack the longest a request may
 wait between its slot and the gateway (the per-process limiter's short rules, the network), so
@@ -47,8 +47,14 @@ from prefect.context import FlowRunContext, TaskRunContext
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 from candleflow.errors import Cancelled, InvalidRequest
-from candleflow.pacing import IB_PACING, OPEN_GATE, RateBudget, RequestGate, shared_rate_budget
 from candleflow.progress import CancelToken
+from candleflow.sources.pacing import (
+    IB_PACING,
+    OPEN_GATE,
+    RateBudget,
+    RequestGate,
+    shared_rate_budget,
+)
 
 __all__ = [
     "SHARED_PACING_ENV",
@@ -106,7 +112,7 @@ class _Unusable(Exception):
 
 
 class PrefectRateGate:
-    """A :class:`~candleflow.pacing.RequestGate` taking one request's slots per ``acquire``.
+    """A :class:`~candleflow.sources.pacing.RequestGate` taking one request's slots per ``acquire``.
 
     ``client`` makes a context-managed sync Prefect client (default: ``get_client`` with
     ``sync_client=True``; tests pass fakes). Refused attempts (423) wait the server's

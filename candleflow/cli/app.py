@@ -111,7 +111,7 @@ def demo(
 @app.command()
 def calendars() -> None:
     """List the exchange calendar names accepted by --exchange."""
-    from candleflow.calendars import calendar_names
+    from candleflow.loading.calendars import calendar_names
 
     out().print(" ".join(calendar_names()))
 
@@ -154,7 +154,7 @@ def load(
 
     Ctrl+C stops cleanly at the next segment: what was fetched is saved (exit code 130).
     """
-    from candleflow.loading import LoadRequest
+    from candleflow.loading.pipeline import LoadRequest
     from candleflow.models import parse_symbol
     from candleflow.sources.registry import make_source
 

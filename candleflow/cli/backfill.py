@@ -80,11 +80,11 @@ def backfill(
 ) -> int:
     """Backfill every symbol of UNIVERSE × timeframes, then their features (see deployments/)."""
     from candleflow.errors import InvalidRequest
-    from candleflow.features import parse_feature_spec
+    from candleflow.features.catalogue import parse_feature_spec
+    from candleflow.loading.universe import parse_universe
     from candleflow.models import LoadMode
     from candleflow.sources.registry import SOURCE_NAMES
     from candleflow.timeframes import parse_timeframe
-    from candleflow.universe import parse_universe
 
     entries = parse_universe(universe)
     tfs = [parse_timeframe(t).name for t in timeframes.split(",") if t.strip()]
@@ -174,9 +174,9 @@ def features(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> int:
     """Compute SYMBOL's features beside its stored bars (only the rows that changed)."""
-    from candleflow.features import parse_feature_spec
+    from candleflow.features.catalogue import parse_feature_spec
     from candleflow.models import parse_symbol
-    from candleflow.store import validate_source_name
+    from candleflow.store.bar_store import validate_source_name
     from candleflow.timeframes import parse_timeframe
 
     sym, tf = parse_symbol(symbol), parse_timeframe(timeframe).name

@@ -24,10 +24,10 @@ from typing import Any
 import pandas as pd
 
 from candleflow.errors import CandleflowError, InvalidRequest
-from candleflow.loading import LoadRequest, LoadSummary, run_load, stage_plan
+from candleflow.loading.pipeline import LoadRequest, LoadSummary, run_load, stage_plan
 from candleflow.progress import LoggingSink, ProgressTracker, Sink
 from candleflow.sources.registry import make_source
-from candleflow.store import BarStore
+from candleflow.store.bar_store import BarStore
 
 __all__ = ["DEMO_SOURCES", "IB_TIME_SCALE", "DemoResult", "run_demo"]
 

@@ -4,7 +4,7 @@ and a results table.
 
 Search spaces are written ``"fast=5:50,slow=10:200"`` (``low:high`` inclusive, ``low:high:step``
 for integers, ``a|b|c`` for a list of choices); the core's
-:func:`candleflow.backtest.space.parse_space` reads them.
+:func:`candleflow.optimize.space.parse_space` reads them.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def backtest(
     """Backtest one parameter set on the stored bars of SYMBOL (no Prefect needed)."""
     from candleflow.backtest import BacktestConfig, get_strategy, run_backtest
     from candleflow.models import parse_symbol
-    from candleflow.store import BarStore
+    from candleflow.store.bar_store import BarStore
     from candleflow.timeframes import parse_timeframe
 
     spec = get_strategy(strategy)
@@ -214,10 +214,10 @@ def optimize(
     """
     # The backtest package imports numba (~0.5 s): only inside commands, so `--help` stays quick.
     from candleflow.backtest import BacktestConfig, get_strategy
-    from candleflow.backtest.space import parse_space
     from candleflow.models import parse_symbol
-    from candleflow.optimize import OBJECTIVES
-    from candleflow.store import BarStore
+    from candleflow.optimize.search import OBJECTIVES
+    from candleflow.optimize.space import parse_space
+    from candleflow.store.bar_store import BarStore
     from candleflow.timeframes import parse_timeframe
 
     # Everything a user can get wrong is checked before Prefect starts.

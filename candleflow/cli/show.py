@@ -24,9 +24,9 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Show what is stored for SYMBOL: range, rows, partitions, and the gaps left by class."""
-    from candleflow.inspect import describe_series, render_text
     from candleflow.models import parse_symbol
-    from candleflow.store import BarStore
+    from candleflow.store.bar_store import BarStore
+    from candleflow.store.inspect import describe_series, render_text
 
     report = describe_series(
         BarStore(store), source, parse_symbol(symbol), timeframe, calendar=exchange, align=align

@@ -20,9 +20,9 @@ from typing import Any
 
 import pandas as pd
 
-from candleflow.calendars import DEFAULT_CALENDAR, calendar_tz
 from candleflow.errors import InvalidRequest, NoData
 from candleflow.ibsim.protocol import Field, WireContract
+from candleflow.loading.calendars import DEFAULT_CALENDAR, calendar_tz
 from candleflow.models import SYMBOL_RE, Instrument, Segment
 from candleflow.sources.synthetic import SyntheticSource
 from candleflow.timeframes import Timeframe, from_ib_bar_size, parse_ib_duration

@@ -4,9 +4,10 @@
 176, startApi → nextValidId + managedAccounts + the 2104/2106/2158 notices, an end marker for every
 connect-time request, contract details, head timestamps and historical bars from
 :mod:`candleflow.ibsim.data`. Historical requests are paced by a
-:class:`~candleflow.pacing.PacingJudge` (IB's rules, scaled by ``time_scale``); violations answer
-162 "Historical data request pacing violation". Faults come from :mod:`candleflow.ibsim.faults`.
-Shutdown closes every connection and awaits the handlers, so asyncio logs no cancellation noise.
+:class:`~candleflow.sources.pacing.PacingJudge` (IB's rules, scaled by ``time_scale``); violations
+answer 162 "Historical data request pacing violation". Faults come from
+:mod:`candleflow.ibsim.faults`. Shutdown closes every connection and awaits the handlers, so
+asyncio logs no cancellation noise.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from candleflow.errors import InvalidRequest, SourceUnavailable
 from candleflow.ibsim import protocol as p
 from candleflow.ibsim.data import DEFAULT_UNKNOWN, HistoricalQuery, IBError, SimulatedData
 from candleflow.ibsim.faults import ERROR_TEXTS, Faults
-from candleflow.pacing import IB_PACING, PacingJudge, PacingRules, RequestKey
+from candleflow.sources.pacing import IB_PACING, PacingJudge, PacingRules, RequestKey
 
 logger = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from typing import Protocol, runtime_checkable
 
 import pandas as pd
 
-from candleflow.bars import empty_bars, normalize_bars
 from candleflow.models import Instrument, Segment
+from candleflow.store.frames import empty_bars, normalize_bars
 from candleflow.timeframes import Timeframe
 
 

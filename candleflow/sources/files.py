@@ -30,14 +30,14 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from candleflow.calendars import (
+from candleflow.errors import InvalidRequest, NoData, UnknownSymbol
+from candleflow.loading.calendars import (
     DEFAULT_CALENDAR,
     Alignment,
     calendar_tz,
     detect_alignment,
     get_calendar,
 )
-from candleflow.errors import InvalidRequest, NoData, UnknownSymbol
 from candleflow.models import INDEX_NAME, PRICE_COLUMNS, Instrument, Segment, parse_symbol
 from candleflow.sources.base import empty_bars, normalize_bars
 from candleflow.timeframes import TIMEFRAMES, Timeframe, parse_timeframe
@@ -247,7 +247,7 @@ class FileSource:
         self, symbol: str, timeframe: Timeframe | str, calendar: str = DEFAULT_CALENDAR
     ) -> Alignment:
         """``clock`` or ``session``: which bar grid the symbol's file follows (see
-        :func:`candleflow.calendars.detect_alignment`; ``InvalidRequest`` when unclear)."""
+        :func:`candleflow.loading.calendars.detect_alignment`; ``InvalidRequest`` when unclear)."""
         frame = self.read(symbol, timeframe, calendar)
         return detect_alignment(pd.DatetimeIndex(frame.index), calendar, timeframe)
 

@@ -19,9 +19,9 @@ What the libraries leave to the caller, it does itself (``../shared/IB_PROTOCOL.
   :func:`~candleflow.timeframes.ib_duration`); bars come back as a UTC-indexed float64 frame
   filtered to the segment;
 * every historical request first passes the ``request_gate`` (a
-  :class:`~candleflow.pacing.RequestGate`: pacing shared with other processes, a no-op by
-  default), then the :class:`~candleflow.pacing.PacingLimiter` (shared per gateway within the
-  process), so pacing violations do not happen;
+  :class:`~candleflow.sources.pacing.RequestGate`: pacing shared with other processes, a no-op by
+  default), then the :class:`~candleflow.sources.pacing.PacingLimiter` (shared per gateway within
+  the process), so pacing violations do not happen;
 * a dropped connection is re-established (``reconnect_attempts``, with backoff) and the lost request
   is sent again; a gateway that stays away gives ``SourceUnavailable``.
 """
@@ -40,8 +40,6 @@ from typing import Any, TypeVar
 import numpy as np
 import pandas as pd
 
-from candleflow.bars import normalize_bars
-from candleflow.calendars import DEFAULT_CALENDAR, get_calendar
 from candleflow.errors import (
     Cancelled,
     CandleflowError,
@@ -51,9 +49,17 @@ from candleflow.errors import (
     SourceUnavailable,
     UnknownSymbol,
 )
+from candleflow.loading.calendars import DEFAULT_CALENDAR, get_calendar
 from candleflow.models import BAR_COLUMNS, INDEX_NAME, Instrument, Segment, parse_symbol
-from candleflow.pacing import OPEN_GATE, PacingLimiter, RequestGate, RequestKey, shared_limiter
 from candleflow.progress import CancelToken
+from candleflow.sources.pacing import (
+    OPEN_GATE,
+    PacingLimiter,
+    RequestGate,
+    RequestKey,
+    shared_limiter,
+)
+from candleflow.store.frames import normalize_bars
 from candleflow.timeframes import Timeframe, ib_duration, parse_timeframe
 
 logger = logging.getLogger(__name__)

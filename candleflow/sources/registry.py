@@ -11,8 +11,8 @@ the valid ones).
 Every ``ib`` source of a process that talks to the same gateway shares one pacing limiter
 (``shared_limiter("ib:HOST:PORT")``): IB counts requests per connection to the gateway's account,
 not per source object, so pacing must hold across all the fetches a process makes. Across
-processes, the caller passes a ``request_gate`` (a :class:`~candleflow.pacing.RequestGate`, e.g.
-the orchestrator's shared rate limit); other sources ignore it. Building an
+processes, the caller passes a ``request_gate`` (a :class:`~candleflow.sources.pacing.RequestGate`,
+e.g. the orchestrator's shared rate limit); other sources ignore it. Building an
 ``ib`` source checks that something listens at ``HOST:PORT`` and raises ``SourceUnavailable``
 saying what to start when nothing does — at once, instead of after the adapter's reconnect
 attempts.
@@ -114,8 +114,8 @@ def check_gateway(host: str, port: int, timeout: float = GATEWAY_CHECK_TIMEOUT) 
 
 
 def _ib(options: dict[str, Any]) -> Source:
-    from candleflow.pacing import shared_limiter
     from candleflow.sources.ib import IBSource
+    from candleflow.sources.pacing import shared_limiter
 
     host = str(options.pop("ib_host", DEFAULT_IB_HOST)).strip()
     port = _integer(options.pop("ib_port", DEFAULT_IB_PORT), "ib_port", "--ib-port")

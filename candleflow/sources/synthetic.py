@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from candleflow.calendars import DEFAULT_CALENDAR, expected_bars, get_calendar, to_utc
 from candleflow.errors import Cancelled, InvalidRequest, NoData, UnknownSymbol
+from candleflow.loading.calendars import DEFAULT_CALENDAR, expected_bars, get_calendar, to_utc
 from candleflow.models import INDEX_NAME, Instrument, Segment, parse_symbol, parse_timestamp
 from candleflow.sources.base import normalize_bars
 from candleflow.timeframes import Timeframe, parse_timeframe

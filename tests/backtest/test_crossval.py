@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from candleflow.backtest import BacktestConfig, IndicatorCache, PreparedBars, run_backtest, simulate
-from candleflow.optimize import optimize
+from candleflow.optimize.search import optimize
 
 pytest.importorskip("backtesting")
 

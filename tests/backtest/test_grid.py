@@ -9,7 +9,7 @@ import pytest
 
 from candleflow.backtest import BacktestConfig, PreparedBars, backtest_metrics
 from candleflow.backtest.grid import SmaCrossGrid
-from candleflow.optimize import Integer, objective_value, optimize
+from candleflow.optimize.search import Integer, objective_value, optimize
 from tests.backtest.conftest import synthetic_bars
 
 SPACE = {"fast": Integer(2, 11), "slow": Integer(5, 14)}  # 10 × 10 windows
@@ -72,7 +72,7 @@ def test_fused_grid_on_a_sub_range_and_in_chunks(eurusd: pd.DataFrame) -> None:
 def test_optimize_grid_uses_the_fused_path(
     eurusd: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import candleflow.optimize as module
+    import candleflow.optimize.search as module
 
     def per_cell(*args: object, **kwargs: object) -> None:
         raise AssertionError("per-cell path used")

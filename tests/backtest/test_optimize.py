@@ -13,7 +13,7 @@ import pytest
 
 from candleflow.backtest import BacktestConfig, Metrics, run_backtest
 from candleflow.errors import InvalidRequest
-from candleflow.optimize import (
+from candleflow.optimize.search import (
     BatchEvaluator,
     Categorical,
     Integer,
@@ -182,7 +182,7 @@ def test_the_batch_ask_gives_skopts_constant_liar_points(told: int) -> None:
     from skopt import Optimizer
     from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
-    from candleflow.optimize import _ask_batch
+    from candleflow.optimize.search import _ask_batch
 
     def optimizer() -> Any:
         opt = Optimizer([(0, 40), (0.0, 1.0)], base_estimator="GP", n_initial_points=4,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from candleflow.backtest import run_backtest
-from candleflow.reports import ReportFiles, write_report
+from candleflow.optimize.reports import ReportFiles, write_report
 from tests.backtest.conftest import synthetic_bars
 
 
@@ -31,7 +31,7 @@ def test_rendering_does_not_import_pyplot(tmp_path: Path) -> None:
     script = (
         "import sys\n"
         "from candleflow.backtest import run_backtest\n"
-        "from candleflow.reports import render_equity_png\n"
+        "from candleflow.optimize.reports import render_equity_png\n"
         "from tests.backtest.conftest import synthetic_bars\n"
         "render_equity_png(run_backtest(synthetic_bars(300)), 't')\n"
         "print('matplotlib.pyplot' in sys.modules)\n"

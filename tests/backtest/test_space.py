@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from candleflow.backtest import STRATEGIES
-from candleflow.backtest.space import (
+from candleflow.errors import InvalidRequest
+from candleflow.optimize.space import (
     DEFAULT_SPACES,
     Categorical,
     Integer,
@@ -15,7 +16,6 @@ from candleflow.backtest.space import (
     parse_space,
     space_text,
 )
-from candleflow.errors import InvalidRequest
 
 
 @pytest.mark.parametrize(

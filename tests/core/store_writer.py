@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from candleflow.errors import StoreBusy
-from candleflow.store import BarStore
+from candleflow.store.bar_store import BarStore
 
 SOURCE = "synthetic"
 SYMBOL = "CRASH"

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from candleflow.calendars import detect_alignment
 from candleflow.errors import InvalidRequest
-from candleflow.gaps import analyze_gaps
+from candleflow.loading.calendars import detect_alignment
+from candleflow.loading.gaps import analyze_gaps
 from candleflow.sources.files import FileSource
 
 YEAR_START = pd.Timestamp("2024-01-01", tz="UTC")

@@ -11,8 +11,8 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from candleflow.calendars import expected_bars, to_utc
 from candleflow.errors import InvalidRequest
+from candleflow.loading.calendars import expected_bars, to_utc
 
 NY = "America/New_York"
 HOLIDAYS_2024 = [

@@ -20,10 +20,9 @@ import pyarrow.parquet as pq
 import pytest
 from pandas.testing import assert_frame_equal
 
-import candleflow.feature_store as feature_store_module
+import candleflow.features.store as feature_store_module
 from candleflow.errors import Cancelled, InvalidRequest, NoData, StoreCorrupted
-from candleflow.feature_store import HASH_COLUMN, FeatureStore, UpdateResult, update_features
-from candleflow.features import (
+from candleflow.features.catalogue import (
     DEFAULT_SPEC,
     FEATURE_KINDS,
     MAX_WINDOW,
@@ -31,9 +30,10 @@ from candleflow.features import (
     compute_features,
     parse_feature_spec,
 )
+from candleflow.features.store import HASH_COLUMN, FeatureStore, UpdateResult, update_features
 from candleflow.progress import ListSink, ProgressTracker
 from candleflow.sources.synthetic import SyntheticSource
-from candleflow.store import BarStore
+from candleflow.store.bar_store import BarStore
 
 NAN = float("nan")
 Row = list[float]
@@ -654,7 +654,7 @@ def test_update_result_is_json_ready(
 def test_recursions_continue_from_the_carried_state_instead_of_rerunning_history(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import candleflow.indicators as indicators_module
+    import candleflow.features.indicators as indicators_module
 
     real = indicators_module._recurse
     lengths: list[int] = []

@@ -9,8 +9,8 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from candleflow.calendars import expected_bars, to_utc
-from candleflow.gaps import analyze_gaps, bars_in_gaps, find_gaps
+from candleflow.loading.calendars import expected_bars, to_utc
+from candleflow.loading.gaps import analyze_gaps, bars_in_gaps, find_gaps
 from candleflow.models import GapClass
 
 START, END = pd.Timestamp("2024-01-01", tz="UTC"), pd.Timestamp("2025-01-01", tz="UTC")

@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from candleflow.calendars import expected_bars
 from candleflow.errors import InvalidRequest, StoreCorrupted
-from candleflow.inspect import PartitionInfo, describe_series, render_text
+from candleflow.loading.calendars import expected_bars
 from candleflow.models import GapClass
-from candleflow.store import BarStore
+from candleflow.store.bar_store import BarStore
+from candleflow.store.inspect import PartitionInfo, describe_series, render_text
 
 START, END = pd.Timestamp("2024-01-01", tz="UTC"), pd.Timestamp("2025-01-01", tz="UTC")
 NOW = pd.Timestamp("2025-06-01", tz="UTC")

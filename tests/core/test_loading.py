@@ -7,13 +7,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from candleflow.calendars import expected_bars
 from candleflow.errors import Cancelled, InvalidRequest, NoData
-from candleflow.loading import LoadRequest, RetryPolicy, run_load, stage_plan
+from candleflow.loading.calendars import expected_bars
+from candleflow.loading.pipeline import LoadRequest, RetryPolicy, run_load, stage_plan
 from candleflow.models import LoadMode, Segment
 from candleflow.progress import CancelToken, ListSink, ProgressTracker
 from candleflow.sources.synthetic import SyntheticSource
-from candleflow.store import BarStore
+from candleflow.store.bar_store import BarStore
 
 NOW = pd.Timestamp("2025-06-01", tz="UTC")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from candleflow.partitions import (
+from candleflow.store.partitions import (
     clean_temp_files,
     find_partitions,
     partition_bounds,

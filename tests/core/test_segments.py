@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from candleflow.calendars import BarGrid, expected_bars
-from candleflow.gaps import bars_in_gaps, find_gaps
+from candleflow.loading.calendars import BarGrid, expected_bars
+from candleflow.loading.gaps import bars_in_gaps, find_gaps
+from candleflow.loading.segments import gaps_for_mode, plan_segments
 from candleflow.models import Gap, LoadMode
-from candleflow.segments import gaps_for_mode, plan_segments
 from candleflow.timeframes import parse_timeframe
 
 GRIDS = {

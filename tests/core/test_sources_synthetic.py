@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from candleflow.calendars import expected_bars
 from candleflow.errors import Cancelled, InvalidRequest, NoData, SourceUnavailable, UnknownSymbol
+from candleflow.loading.calendars import expected_bars
 from candleflow.models import BAR_COLUMNS, INDEX_NAME, Instrument, Segment
 from candleflow.sources.base import Source
 from candleflow.sources.synthetic import SyntheticSource

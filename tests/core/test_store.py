@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from candleflow.errors import InvalidBars, InvalidRequest, StoreBusy, StoreCorrupted
-from candleflow.store import (
+from candleflow.store.bar_store import (
     BarStore,
     WriteResult,
     validate_source_name,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from candleflow.errors import InvalidRequest
-from candleflow.universe import UniverseEntry, parse_universe
+from candleflow.loading.universe import UniverseEntry, parse_universe
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -17,7 +17,7 @@ from uuid import UUID
 import pytest
 import yaml
 
-from candleflow.store import BarStore
+from candleflow.store.bar_store import BarStore
 from tests.e2e.prefect_server import ROOT, missing_deployments, prefect_server, wait
 
 pytestmark = pytest.mark.slow

@@ -15,9 +15,9 @@ import pytest
 
 from candleflow.backtest import run_backtest
 from candleflow.cli import main
-from candleflow.loading import LoadRequest, run_load
+from candleflow.loading.pipeline import LoadRequest, run_load
 from candleflow.sources.synthetic import SyntheticSource
-from candleflow.store import BarStore
+from candleflow.store.bar_store import BarStore
 
 ROOT = Path(__file__).resolve().parents[2]
 

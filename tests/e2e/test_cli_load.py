@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from candleflow.cli import main
-from candleflow.store import BarStore
+from candleflow.store.bar_store import BarStore
 
 ROOT = Path(__file__).resolve().parents[2]
 

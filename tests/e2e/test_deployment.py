@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from candleflow.store import BarStore
+from candleflow.store.bar_store import BarStore
 from tests.e2e.prefect_server import missing_deployments, prefect_server
 from tests.e2e.prefect_server import wait as _wait
 

@@ -25,10 +25,10 @@ import pytest
 
 from candleflow.cli import main
 from candleflow.ibsim import IBSimulator
-from candleflow.loading import LoadRequest
+from candleflow.loading.pipeline import LoadRequest
 from candleflow.sources.ib import load_ib_library
 from candleflow.sources.synthetic import SyntheticSource
-from candleflow.store import BarStore
+from candleflow.store.bar_store import BarStore
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"

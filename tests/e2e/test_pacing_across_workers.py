@@ -25,7 +25,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from candleflow.ibsim import IBSimulator
-from candleflow.pacing import shared_rate_budget
+from candleflow.sources.pacing import shared_rate_budget
 from tasks.pacing import SHARED_PACING_ENV, SLOTS_PER_REQUEST, pacing_limit_name
 from tests.e2e.prefect_server import Server, background, prefect_server, wait
 

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from candleflow.sources.synthetic import SyntheticSource
-from candleflow.store import BarStore
+from candleflow.store.bar_store import BarStore
 from tests.e2e.conftest import ROOT
 
 pytestmark = pytest.mark.slow

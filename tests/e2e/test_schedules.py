@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from candleflow.store import BarStore
+from candleflow.store.bar_store import BarStore
 from tests.e2e.prefect_server import prefect_server, wait
 
 pytestmark = pytest.mark.slow

@@ -12,9 +12,9 @@ from uuid import UUID
 
 import pytest
 
-from candleflow.feature_store import FeatureStore
+from candleflow.features.store import FeatureStore
 from candleflow.progress.queue import QueueRow
-from candleflow.store import BarStore
+from candleflow.store.bar_store import BarStore
 from flows.backfill import backfill
 from tasks.progress import progress_context
 from tests.flows.helpers import artifacts, flow_run, wait_for

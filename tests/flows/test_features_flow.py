@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from candleflow.feature_store import FeatureStore
-from candleflow.features import compute_features, parse_feature_spec
+from candleflow.features.catalogue import compute_features, parse_feature_spec
+from candleflow.features.store import FeatureStore
 from candleflow.progress import ListSink
 from candleflow.progress.wording import describe_event
 from candleflow.sources.synthetic import SyntheticSource
-from candleflow.store import BarStore
+from candleflow.store.bar_store import BarStore
 from flows.features import features
 from tasks.progress import progress_context
 from tests.flows.helpers import artifacts

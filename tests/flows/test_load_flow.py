@@ -11,13 +11,13 @@ from uuid import uuid4
 import pandas as pd
 import pytest
 
-from candleflow.calendars import expected_bars
 from candleflow.errors import CandleflowError, InvalidRequest
-from candleflow.loading import LoadRequest, analyze_gaps, plan_segments, stage_plan
+from candleflow.loading.calendars import expected_bars
+from candleflow.loading.pipeline import LoadRequest, analyze_gaps, plan_segments, stage_plan
 from candleflow.models import Segment
 from candleflow.progress import ListSink, ProgressEvent
 from candleflow.sources.synthetic import SyntheticSource
-from candleflow.store import BarStore
+from candleflow.store.bar_store import BarStore
 from flows import load_data as load_module
 from flows.load_data import load_data
 from tasks.progress import progress_context

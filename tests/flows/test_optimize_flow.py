@@ -16,11 +16,11 @@ import pytest
 from candleflow.backtest import Metrics, run_backtest
 from candleflow.cli import main
 from candleflow.errors import Cancelled as CancelledError
-from candleflow.optimize import objective_value
+from candleflow.optimize.search import objective_value
 from candleflow.progress import ListSink
 from candleflow.progress.wording import describe_event
 from candleflow.sources.synthetic import SyntheticSource
-from candleflow.store import BarStore
+from candleflow.store.bar_store import BarStore
 from flows.optimize import TaskBatchEvaluator, optimize
 from tasks.optimize import BatchOutcome
 from tasks.progress import progress_context

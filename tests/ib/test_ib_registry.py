@@ -14,13 +14,13 @@ import pytest
 from candleflow.cli.demo import IB_TIME_SCALE, run_demo
 from candleflow.errors import Cancelled, InvalidRequest, SourceUnavailable
 from candleflow.ibsim import IBSimulator
-from candleflow.loading import LoadRequest
+from candleflow.loading.pipeline import LoadRequest
 from candleflow.models import Segment
 from candleflow.progress import CancelToken
 from candleflow.sources.ib import IBSource
 from candleflow.sources.registry import check_gateway, make_source
 from candleflow.sources.synthetic import SyntheticSource
-from candleflow.store import BarStore
+from candleflow.store.bar_store import BarStore
 
 
 def _free_port() -> int:

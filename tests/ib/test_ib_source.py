@@ -21,13 +21,13 @@ from candleflow.errors import (
 )
 from candleflow.ibsim import Faults, IBSimulator
 from candleflow.ibsim.data import HistoricalQuery
-from candleflow.loading import LoadRequest, RetryPolicy, run_load
+from candleflow.loading.pipeline import LoadRequest, RetryPolicy, run_load
 from candleflow.models import Segment
-from candleflow.pacing import PacingLimiter, PacingRules
 from candleflow.progress import CancelToken
 from candleflow.sources.ib import IBSource, ib_error
+from candleflow.sources.pacing import PacingLimiter, PacingRules
 from candleflow.sources.synthetic import SyntheticSource
-from candleflow.store import BarStore
+from candleflow.store.bar_store import BarStore
 
 NOW = pd.Timestamp("2025-06-01", tz="UTC")
 SCALE = 0.005  # IB's 600 s window lasts 3 s

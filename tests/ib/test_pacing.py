@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from candleflow.errors import Cancelled, InvalidRequest
-from candleflow.pacing import (
+from candleflow.progress import CancelToken
+from candleflow.sources.pacing import (
     IB_PACING,
     PacingJudge,
     PacingLimiter,
@@ -18,7 +19,6 @@ from candleflow.pacing import (
     RequestKey,
     shared_limiter,
 )
-from candleflow.progress import CancelToken
 
 
 class FakeClock:

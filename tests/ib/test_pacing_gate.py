@@ -2,7 +2,7 @@
 
 No Prefect server here: the Prefect gate (``tasks.pacing``) runs against fake clients; the real
 server is exercised by ``tests/e2e/test_pacing_across_workers.py``. IB's numbers (60 requests per
-600 s) are transcribed from the IB docs, not read back from ``candleflow.pacing``.
+600 s) are transcribed from the IB docs, not read back from ``candleflow.sources.pacing``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from candleflow.errors import Cancelled, InvalidRequest
 from candleflow.ibsim import IBSimulator
 from candleflow.models import Segment
-from candleflow.pacing import (
+from candleflow.progress import CancelToken
+from candleflow.sources.ib import IBSource
+from candleflow.sources.pacing import (
     IB_PACING,
     OPEN_GATE,
     PacingJudge,
@@ -30,8 +32,6 @@ from candleflow.pacing import (
     RequestKey,
     shared_rate_budget,
 )
-from candleflow.progress import CancelToken
-from candleflow.sources.ib import IBSource
 from tasks.pacing import (
     SHARED_PACING_ENV,
     SLOTS_PER_REQUEST,

@@ -11,14 +11,14 @@ from uuid import UUID, uuid4
 import pandas as pd
 import pytest
 
-from candleflow import loading
 from candleflow.errors import InvalidRequest, SourceUnavailable
-from candleflow.loading import FetchResult, LoadRequest, stage_plan
+from candleflow.loading import pipeline as loading
+from candleflow.loading.pipeline import FetchResult, LoadRequest, stage_plan
 from candleflow.progress import CancelToken, ListSink, ProgressEvent
 from candleflow.progress.wording import describe_event
 from candleflow.sources.registry import make_source
 from candleflow.sources.synthetic import SyntheticSource
-from candleflow.store import BarStore
+from candleflow.store.bar_store import BarStore
 from tasks import load as tasks
 from tasks.cancel import CancelWatcher
 from tasks.progress import ArtifactSink, artifact_key, current_run, open_run, progress_context

@@ -5,7 +5,7 @@
 window is computed once per search; a Prefect flow passes one that fans batches out to tasks) and
 keeps every :class:`Evaluation`. Rules:
 
-* **Space** (:mod:`candleflow.backtest.space`): a mapping of parameter name → :class:`Integer`,
+* **Space** (:mod:`candleflow.optimize.space`): a mapping of parameter name → :class:`Integer`,
   :class:`Real` or :class:`Categorical` (a plain list/range is a Categorical); ``fixed``
   parameters are added to every set. The grid takes every Integer step, every Categorical value
   and ``grid_points`` values of a Real.
@@ -63,7 +63,9 @@ from candleflow.backtest import (
     get_strategy,
 )
 from candleflow.backtest.grid import SmaCrossGrid, is_sma_cross
-from candleflow.backtest.space import (
+from candleflow.backtest.strategies import ParamValue
+from candleflow.errors import Cancelled, InvalidRequest
+from candleflow.optimize.space import (
     Categorical,
     Dimension,
     Integer,
@@ -73,8 +75,6 @@ from candleflow.backtest.space import (
     random_point,
     skopt_space,
 )
-from candleflow.backtest.strategies import ParamValue
-from candleflow.errors import Cancelled, InvalidRequest
 from candleflow.progress import CancelToken, ProgressTracker, Span
 
 __all__ = [

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from candleflow.calendars import BarGrid
 from candleflow.errors import InvalidRequest
+from candleflow.loading.calendars import BarGrid
 from candleflow.models import Gap, GapClass, LoadMode, Segment
 from candleflow.timeframes import Timeframe, parse_timeframe
 
@@ -79,7 +79,7 @@ def gaps_for_mode(
     """The fetchable (``missing``) gaps a load in ``mode`` should fill.
 
     ``complete_from``/``complete_through`` bound the range earlier loads finished cleanly
-    (:class:`candleflow.loading.Completed`). ``tail`` takes the gaps reaching past
+    (:class:`candleflow.loading.pipeline.Completed`). ``tail`` takes the gaps reaching past
     ``complete_through``, ``backfill`` those starting before ``complete_from``, ``full`` every
     one. Without an anchor — a series no load has finished — every mode but ``local`` takes every
     gap, which is what lets a cancelled or crashed first load resume where it stopped.

@@ -3,7 +3,7 @@
 A :class:`FeatureSpec` names feature kinds and their windows — ``{"sma": [10, 20], "rsi": [14],
 "macd": [[12, 26, 9]], "bb": [[20, 2]], "vol": [20, [20, 252]]}`` as a mapping or YAML text, or
 ``"default"`` — and :func:`compute_features` computes them for one series, vectorised over rows
-(the array maths is in :mod:`candleflow.indicators`), reporting ``Feature i/N`` through a
+(the array maths is in :mod:`candleflow.features.indicators`), reporting ``Feature i/N`` through a
 progress :class:`~candleflow.progress.Span`. Every column is float64 and aligned to the
 bars; warm-up rows are NaN, never back-filled. Column names are stable:
 
@@ -39,13 +39,13 @@ volz       n ≥ 2                       ``volz_n`` = (volume − mean)/σ over 
 =========  ==========================  ==========================================================
 
 Exactness of incremental updates: a windowed feature's value is computed from its window alone,
-summing in a fixed order (:func:`~candleflow.indicators.window_sums`), so it is bit-identical
-whether the series is computed from row 0 or from a later row with ``lookback`` rows of context.
-A recursive feature (EMA, RSI, ATR, MACD) depends on all earlier rows; its recurrence state at a
-row (``state_columns`` — the output itself for EMA/ATR, the Wilder averages for RSI, the two EMAs
-plus the signal for MACD) is kept, and :func:`compute_feature_rows` continues the same recurrence
-from the state of the row before, which reproduces a full recomputation bit for bit.
-:mod:`candleflow.feature_store` stores those states in ``_state_*`` columns beside the values.
+summing in a fixed order (:func:`~candleflow.features.indicators.window_sums`), so it is
+bit-identical whether the series is computed from row 0 or from a later row with ``lookback`` rows
+of context. A recursive feature (EMA, RSI, ATR, MACD) depends on all earlier rows; its recurrence
+state at a row (``state_columns`` — the output itself for EMA/ATR, the Wilder averages for RSI, the
+two EMAs plus the signal for MACD) is kept, and :func:`compute_feature_rows` continues the same
+recurrence from the state of the row before, which reproduces a full recomputation bit for bit.
+:mod:`candleflow.features.store` stores those states in ``_state_*`` columns beside the values.
 """
 
 from __future__ import annotations
@@ -62,9 +62,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from candleflow import indicators
 from candleflow.errors import InvalidRequest
-from candleflow.indicators import F64
+from candleflow.features import indicators
+from candleflow.features.indicators import F64
 from candleflow.progress import Span
 
 __all__ = [

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import yaml
 
-from candleflow.calendars import DEFAULT_CALENDAR, get_calendar
 from candleflow.errors import InvalidRequest
+from candleflow.loading.calendars import DEFAULT_CALENDAR, get_calendar
 from candleflow.models import parse_symbol
-from candleflow.store import validate_source_name
+from candleflow.store.bar_store import validate_source_name
 
 __all__ = ["UniverseEntry", "parse_universe"]
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from candleflow.calendars import Alignment, BarGrid, expected_bars
+from candleflow.loading.calendars import Alignment, BarGrid, expected_bars
 from candleflow.models import Gap, GapClass
 from candleflow.timeframes import Timeframe, parse_timeframe
 

@@ -17,15 +17,6 @@ from dataclasses import dataclass, field, replace
 
 import pandas as pd
 
-from candleflow.bars import drop_invalid_bars, empty_bars
-from candleflow.calendars import (
-    Alignment,
-    detect_alignment,
-    expected_bars,
-    get_calendar,
-    parse_alignment,
-    to_utc,
-)
 from candleflow.errors import (
     Cancelled,
     CandleflowError,
@@ -34,14 +25,23 @@ from candleflow.errors import (
     PacingViolation,
     SourceUnavailable,
 )
-from candleflow.gaps import GapReport, bars_in_gaps
-from candleflow.gaps import analyze_gaps as _analyze
+from candleflow.loading.calendars import (
+    Alignment,
+    detect_alignment,
+    expected_bars,
+    get_calendar,
+    parse_alignment,
+    to_utc,
+)
+from candleflow.loading.gaps import GapReport, bars_in_gaps
+from candleflow.loading.gaps import analyze_gaps as _analyze
+from candleflow.loading.segments import gaps_for_mode
+from candleflow.loading.segments import plan_segments as _plan
 from candleflow.models import FetchStats, GapClass, Instrument, LoadMode, Segment
 from candleflow.progress import CancelToken, ProgressTracker, Span
-from candleflow.segments import gaps_for_mode
-from candleflow.segments import plan_segments as _plan
 from candleflow.sources.base import Source
-from candleflow.store import BarStore, WriteResult
+from candleflow.store.bar_store import BarStore, WriteResult
+from candleflow.store.frames import drop_invalid_bars, empty_bars
 from candleflow.timeframes import Timeframe, parse_timeframe
 
 logger = logging.getLogger(__name__)

@@ -1,13 +1,13 @@
-"""Indicator arithmetic on float64 arrays: the maths behind :mod:`candleflow.features`.
+"""Indicator arithmetic on float64 arrays: the maths behind :mod:`candleflow.features.catalogue`.
 
 Windowed sums, means and standard deviations, the SMA-seeded EMA and Wilder recurrences, and the
 indicators built from them (returns, RSI, true range, MACD, Bollinger bands, volatility, volume
 z-score). Inputs and outputs are plain numpy arrays aligned row for row, warm-up rows NaN; there
-are no column names, specs or frames here — :mod:`candleflow.features` maps these to columns and
-documents each definition. Two properties make incremental feature updates exact: a window's
-value is summed in a fixed order that depends only on the window (:func:`window_sums`), and every
-recurrence can be continued from the state of the previous row (the ``*_from`` functions), giving
-the same bits as running through from row 0.
+are no column names, specs or frames here — :mod:`candleflow.features.catalogue` maps these to
+columns and documents each definition. Two properties make incremental feature updates exact: a
+window's value is summed in a fixed order that depends only on the window (:func:`window_sums`),
+and every recurrence can be continued from the state of the previous row (the ``*_from``
+functions), giving the same bits as running through from row 0.
 """
 
 from __future__ import annotations

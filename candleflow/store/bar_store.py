@@ -1,13 +1,14 @@
 """The bar store: plain Parquet partitions per series, written atomically under a per-series lock.
 
 Layout (DESIGN §5): ``{root}/bars/{source}/{SYMBOL}/{timeframe}/year=YYYY.parquet``, or
-``.../{timeframe}/year=YYYY/month=MM.parquet`` for ≤5-minute bars (:mod:`candleflow.partitions`),
-plus ``_meta.json`` and the lock file ``.lock`` in each series directory. Every file is written
-to a temp file in the same directory (``.<name>.<pid>.<random>.tmp``, which neither a
-``*.parquet`` glob nor pyarrow's dataset discovery picks up), fsynced and renamed over the old
-one, so a reader sees either the previous or the new version of a partition, never a torn one.
-A write rewrites only the partitions its bars fall into; each is atomic on its own, and a writer
-killed between two partitions leaves each one old or new, with the metadata updated last.
+``.../{timeframe}/year=YYYY/month=MM.parquet`` for ≤5-minute bars
+(:mod:`candleflow.store.partitions`), plus ``_meta.json`` and the lock file ``.lock`` in each
+series directory. Every file is written to a temp file in the same directory
+(``.<name>.<pid>.<random>.tmp``, which neither a ``*.parquet`` glob nor pyarrow's dataset discovery
+picks up), fsynced and renamed over the old one, so a reader sees either the previous or the new
+version of a partition, never a torn one. A write rewrites only the partitions its bars fall
+into; each is atomic on its own, and a writer killed between two partitions leaves each one old
+or new, with the metadata updated last.
 Symbols and sources are checked against a strict pattern before they become path parts, input
 bars are checked (tz-aware index, sane OHLC) before anything is written, and a file that cannot
 be read raises ``StoreCorrupted`` naming it instead of being skipped.
@@ -33,11 +34,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from candleflow.atomic import atomic_write, json_default, make_dirs
-from candleflow.bars import check_ohlc, empty_bars, normalize_bars
 from candleflow.errors import InvalidRequest, StoreBusy, StoreCorrupted
 from candleflow.models import BAR_COLUMNS, INDEX_NAME, SYMBOL_RE, parse_timestamp
-from candleflow.partitions import (
+from candleflow.store.atomic import atomic_write, json_default, make_dirs
+from candleflow.store.frames import check_ohlc, empty_bars, normalize_bars
+from candleflow.store.partitions import (
     PartitionKey,
     clean_temp_files,
     find_partitions,

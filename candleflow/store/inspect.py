@@ -21,7 +21,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from candleflow.calendars import (
+from candleflow.errors import InvalidRequest, StoreCorrupted
+from candleflow.loading.calendars import (
     Alignment,
     calendar_tz,
     detect_alignment,
@@ -29,10 +30,9 @@ from candleflow.calendars import (
     get_calendar,
     parse_alignment,
 )
-from candleflow.errors import InvalidRequest, StoreCorrupted
-from candleflow.gaps import analyze_gaps
+from candleflow.loading.gaps import analyze_gaps
 from candleflow.models import Gap, GapClass, parse_symbol
-from candleflow.store import META_FILE, BarStore, validate_source_name
+from candleflow.store.bar_store import META_FILE, BarStore, validate_source_name
 from candleflow.timeframes import Timeframe, parse_timeframe
 
 logger = logging.getLogger(__name__)

@@ -1,15 +1,15 @@
 """The feature store: feature columns as Parquet beside the bars, updated incrementally.
 
-Layout mirrors the bar store (DESIGN §5, :mod:`candleflow.partitions`):
+Layout mirrors the bar store (DESIGN §5, :mod:`candleflow.store.partitions`):
 ``{root}/features/{source}/{SYMBOL}/{timeframe}/year=YYYY.parquet`` (``year=YYYY/month=MM.parquet``
 for ≤5-minute bars), one row per stored bar, written atomically
-(:func:`candleflow.atomic.atomic_write`) under the bar series' lock (:meth:`BarStore.lock`), so
-bars cannot change while their features are computed. A file holds ``timestamp``, the spec's
+(:func:`candleflow.store.atomic.atomic_write`) under the bar series' lock (:meth:`BarStore.lock`),
+so bars cannot change while their features are computed. A file holds ``timestamp``, the spec's
 value columns (float64, warm-up rows NaN), the ``_state_*`` recursion columns of RSI and MACD
-(see :mod:`candleflow.features`) and ``_bars_hash``, a 64-bit fingerprint of the bar each row was
-computed from; its schema metadata records the spec and the format version. Readers that want
-values only use :meth:`FeatureStore.read`, which drops the ``_`` columns; ``pd.read_parquet`` on
-a file works too.
+(see :mod:`candleflow.features.catalogue`) and ``_bars_hash``, a 64-bit fingerprint of the bar each
+row was computed from; its schema metadata records the spec and the format version. Readers that
+want values only use :meth:`FeatureStore.read`, which drops the ``_`` columns; ``pd.read_parquet``
+on a file works too.
 
 :func:`update_features` compares the stored timestamps and fingerprints with the bars, finds the
 first row that differs (a revised last bar, a filled gap, or simply the first new bar) and
@@ -37,19 +37,19 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from candleflow.atomic import atomic_write, make_dirs
 from candleflow.errors import InvalidRequest, NoData, StoreCorrupted
-from candleflow.features import FeatureSpec, compute_feature_rows, parse_feature_spec
+from candleflow.features.catalogue import FeatureSpec, compute_feature_rows, parse_feature_spec
 from candleflow.models import BAR_COLUMNS, INDEX_NAME, parse_timestamp
-from candleflow.partitions import (
+from candleflow.progress import Span
+from candleflow.store.atomic import atomic_write, make_dirs
+from candleflow.store.bar_store import BarStore
+from candleflow.store.partitions import (
     PartitionKey,
     clean_temp_files,
     find_partitions,
     partition_groups,
     partition_relpath,
 )
-from candleflow.progress import Span
-from candleflow.store import BarStore
 from candleflow.timeframes import Timeframe, parse_timeframe
 
 __all__ = ["FORMAT_VERSION", "HASH_COLUMN", "FeatureStore", "UpdateResult", "update_features"]
@@ -293,7 +293,7 @@ def update_features(
     Recomputes only from the first row whose bar is new or differs from the one the stored row
     was computed from (everything when nothing usable is stored); values equal a full
     recomputation exactly. Holds the series lock throughout. ``spec`` is anything
-    :func:`~candleflow.features.parse_feature_spec` takes; ``span`` gets ``Feature i/N``
+    :func:`~candleflow.features.catalogue.parse_feature_spec` takes; ``span`` gets ``Feature i/N``
     progress and its tracker's cancel token is checked between features (nothing is written
     when cancelled). No stored bars: :class:`NoData`.
     """

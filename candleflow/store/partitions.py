@@ -5,8 +5,8 @@ timeframes whose :attr:`~candleflow.timeframes.Timeframe.partition` is ``"month"
 bars). A partition is named by a :data:`PartitionKey` ``(year, month)``, month 0 for yearly
 partitions, and holds the rows whose timestamps fall in ``[start, end)`` of its
 :func:`partition_bounds`. Discovery ignores every other name, including the hidden temp files
-(``.<name>.<pid>.<random>.tmp``) that :func:`candleflow.atomic.atomic_write` leaves behind when a
-writer dies; :func:`clean_temp_files` removes those.
+(``.<name>.<pid>.<random>.tmp``) that :func:`candleflow.store.atomic.atomic_write` leaves behind
+when a writer dies; :func:`clean_temp_files` removes those.
 """
 
 from __future__ import annotations
