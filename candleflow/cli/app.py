@@ -353,7 +353,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # Prefect's INFO lines would break the progress bar; the run's logs still reach the API and
-    # the UI in full. Set before Prefect is imported (commands import it lazily).
+    # the UI in full. Prefect's run loggers propagate to the root logger, so its handler needs
+    # the level too; the console's is set before Prefect is imported (commands import it lazily).
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(logging.WARNING)
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     args = list(sys.argv[1:] if argv is None else argv)
     try:
