@@ -238,16 +238,19 @@ def restore_final_state(
     client: Any = None,
     timeout: float = KEEP_TIMEOUT,
     interval: float = 0.5,
+    unreachable_after: float = 60.0,
 ) -> bool:
     """Once a Cancelled state follows the run's ``Cancelled(message)``, set ours again; True if
     it did. Leaves the run alone when a state of another type follows ours (a retry, say) or
-    nothing follows within ``timeout`` seconds; API errors are retried until then, and the last
-    one is logged to the run's logs. ``client`` is a sync Prefect client (default: a new one).
+    nothing follows within ``timeout`` seconds; API errors are retried until then (or until the
+    API has failed for ``unreachable_after`` seconds in a row), and the last one is logged to the
+    run's logs. ``client`` is a sync Prefect client (default: a new one).
     """
     from prefect.states import Cancelled
 
     run_id = UUID(str(flow_run_id))
     failure: Exception | None = None
+    failing_since: float | None = None
     with contextlib.ExitStack() as stack:
         if client is None:
             from prefect.client.orchestration import get_client
@@ -255,6 +258,8 @@ def restore_final_state(
             client = stack.enter_context(get_client(sync_client=True))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if failing_since is not None and time.monotonic() - failing_since > unreachable_after:
+                break  # the API is gone (e.g. the server stopped): nothing left to keep
             try:
                 states = sorted(client.read_flow_run_states(run_id), key=lambda s: s.timestamp)
                 ours = [i for i, s in enumerate(states)
@@ -265,8 +270,10 @@ def restore_final_state(
                 if later:
                     client.set_flow_run_state(run_id, Cancelled(message=message), force=True)
                     return True
+                failing_since = None
             except Exception as exc:
                 failure = exc
+                failing_since = failing_since if failing_since is not None else time.monotonic()
             time.sleep(interval)
     if failure is not None:
         from prefect.logging.handlers import APILogHandler

@@ -226,3 +226,46 @@ def test_restore_leaves_a_run_that_moved_on_or_was_never_overridden() -> None:
     untouched = _History(_states(("RUNNING", None), ("CANCELLED", OURS)))
     assert not restore_final_state(uuid4(), OURS, client=untouched, timeout=0.1, interval=0.01)
     assert not retried.forced and not untouched.forced
+
+
+class _Gone:
+    """A client whose API never answers (the server stopped)."""
+
+    calls = 0
+
+    def read_flow_run_states(self, flow_run_id: Any) -> list[Any]:
+        self.calls += 1
+        raise ConnectionError("connection refused")
+
+
+class _FakeTime:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_restore_gives_up_once_the_api_is_gone(monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    import prefect.logging.handlers
+    import prefect.logging.loggers
+
+    import tasks.cancel
+    from tasks.cancel import restore_final_state
+
+    clock = _FakeTime()
+    monkeypatch.setattr(tasks.cancel, "time", clock)
+    monkeypatch.setattr(prefect.logging.loggers, "flow_run_logger",
+                        lambda **_: logging.getLogger("test.keeper"))  # fmt: skip
+    monkeypatch.setattr(prefect.logging.handlers.APILogHandler, "flush", lambda self: None)
+    gone = _Gone()
+    assert not restore_final_state(
+        uuid4(), OURS, client=gone, timeout=3600, interval=1.0, unreachable_after=60
+    )
+    assert 60 <= clock.now <= 62, "it kept polling a dead API until the timeout"
+    assert gone.calls == 61
