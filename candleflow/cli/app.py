@@ -349,14 +349,25 @@ _ABORTS = (click.exceptions.Abort, typer.Abort)
 _USAGE_ERRORS = _usage_errors()
 
 
+def _no_run_logs(record: logging.LogRecord) -> bool:
+    """Keep a flow's run logs off the terminal: the progress display and the command's own
+    summary or one-line error say what happened, and the run's logs are in the UI in full."""
+    return not record.name.startswith(("prefect.flow_runs", "prefect.task_runs"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    # Prefect's INFO lines would break the progress bar; the run's logs still reach the API and
-    # the UI in full. Prefect's run loggers propagate to the root logger, so its handler needs
-    # the level too; the console's is set before Prefect is imported (commands import it lazily).
-    for handler in logging.getLogger().handlers:
+    root = logging.getLogger()
+    if not root.handlers:  # as logging.basicConfig, and never touching a host's handlers
+        # Prefect's run loggers propagate here: without the level and the filter their INFO
+        # lines would break the progress bar (the run's logs reach the API and the UI in full).
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         handler.setLevel(logging.WARNING)
+        handler.addFilter(_no_run_logs)
+        root.addHandler(handler)
+        root.setLevel(logging.WARNING)
+    # Prefect's own console handler; set before Prefect is imported (commands import it lazily).
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     args = list(sys.argv[1:] if argv is None else argv)
     try:
