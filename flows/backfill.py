@@ -36,13 +36,13 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Final
 
-import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.client.schemas.objects import State
 from prefect.states import Completed, Failed
 
 from candleflow.errors import InvalidRequest
 from candleflow.features.catalogue import parse_feature_spec
+from candleflow.loading.pipeline import LoadSummary, record_backfill
 from candleflow.loading.universe import UniverseEntry, parse_universe
 from candleflow.models import LoadMode
 from candleflow.progress import CancelToken, Span
@@ -167,10 +167,7 @@ class _Runner:
         self.span.update(detail=", ".join(parts))
 
     def _load_and_engineer(self, job: _Job, token: CancelToken, span: Span, started: float) -> str:
-        sym, tf, source = job.entry.symbol, job.timeframe, job.source
-        queue = self.queue
-        bar_store = BarStore(self.store)
-        total_before = bar_store.read_meta(source, sym, tf).get("api_calls_total", 0)
+        sym, tf, source, queue = job.entry.symbol, job.timeframe, job.source, self.queue
         sink = RowProgress(queue, sym, tf, high=LOAD_SHARE, span=span, started=started)
         params = {"seed": self.seed, **job.params}
         with progress_context(extra_sinks=[sink], token=token, min_interval=self.min_interval) as h:
@@ -179,60 +176,43 @@ class _Runner:
                 source=source, exchange=job.entry.exchange, store=self.store, delay=job.delay,
                 source_options=job.options, **params, return_state=True,
             )  # fmt: skip
-        load = h.summary or {}
         self._record_run(job, h.flow_run_id)
-
-        def elapsed() -> float:
-            return time.monotonic() - started
-
-        if state.is_cancelled():
-            queue.update(sym, tf, status="cancelled", duration=elapsed(),
-                         reason=state.message or "cancelled")  # fmt: skip
-            return "cancelled"
-        if not state.is_completed():
-            queue.update(sym, tf, status="failed", reason=_reason(state), duration=elapsed())
-            return "failed"
-        feature_count: object = None
+        if not self._finished(state, job, started):
+            return "cancelled" if state.is_cancelled() else "failed"
+        load = LoadSummary.from_dict(h.summary or {})
+        features = ""
         if self.spec is not None:
-            base = queue.row(sym, tf)
             fsink = RowProgress(queue, sym, tf, low=LOAD_SHARE, span=span, started=started,
-                                base=base)  # fmt: skip
+                                base=queue.row(sym, tf))  # fmt: skip
             queue.update(sym, tf, status="engineering", detail="Features")
             with progress_context(extra_sinks=[fsink], token=token,
                                   min_interval=self.min_interval) as fh:  # fmt: skip
                 fstate = features_flow(symbol=sym, timeframe=tf, source=source, store=self.store,
                                        spec=self.spec, return_state=True)  # fmt: skip
-            if fstate.is_cancelled():
-                queue.update(sym, tf, status="cancelled", duration=elapsed(),
-                             reason=f"features: {fstate.message or 'cancelled'}")  # fmt: skip
-                return "cancelled"
-            if not fstate.is_completed():
-                queue.update(sym, tf, status="failed", duration=elapsed(),
-                             reason=f"features: {_reason(fstate)}")  # fmt: skip
-                return "failed"
+            if not self._finished(fstate, job, started, "features: "):
+                return "cancelled" if fstate.is_cancelled() else "failed"
             self._record_run(job, fh.flow_run_id)
-            feature_count = (fh.summary or {}).get("feature_count")
+            count = (fh.summary or {}).get("feature_count")
+            features = f", {count} features" if count else ""
         queue.update(sym, tf, status="storing", detail="Recording metadata")
-        calls = int(str(load.get("api_calls", 0)))
-        total = int(str(total_before or 0)) + calls
-        rows = int(str(load.get("rows_after", 0)))
-        meta: dict[str, object] = {
-            "history_rows": rows,
-            "api_calls_last_run": calls,
-            "api_calls_total": total,
-            "batch_size": parse_timeframe(tf).ib_max_duration,
-            "segments_last_run": load.get("segments", 0),
-            "last_success": pd.Timestamp.now(tz="UTC"),
-        }
-        bar_store.update_meta(source, sym, tf, **meta)
-        failed = load.get("failed_segments")
-        failed = failed if isinstance(failed, list) else []
-        note = f"{len(failed)} segment(s) failed: " + "; ".join(map(str, failed)) if failed else ""
-        added = int(str(load.get("rows_added", 0)))
-        detail = f"{added:,} new bars" + (f", {feature_count} features" if feature_count else "")
-        queue.update(sym, tf, status="done", progress=100.0, rows=rows, api_calls=calls,
-                     duration=elapsed(), detail=detail, reason=note)  # fmt: skip
+        record_backfill(BarStore(self.store), source, load)
+        failed = load.failed_segments
+        note = f"{len(failed)} segment(s) failed: " + "; ".join(failed) if failed else ""
+        queue.update(sym, tf, status="done", progress=100.0, rows=load.rows_after,
+                     api_calls=load.api_calls, duration=time.monotonic() - started,
+                     detail=f"{load.rows_added:,} new bars{features}", reason=note)  # fmt: skip
         return "done"
+
+    def _finished(self, state: State[Any], job: _Job, started: float, what: str = "") -> bool:
+        """Whether a child run completed; else its row is marked cancelled or failed."""
+        if state.is_completed():
+            return True
+        cancelled = state.is_cancelled()
+        reason = (state.message or "cancelled") if cancelled else _reason(state)
+        self.queue.update(job.entry.symbol, job.timeframe, duration=time.monotonic() - started,
+                          status="cancelled" if cancelled else "failed",
+                          reason=f"{what}{reason}")  # fmt: skip
+        return False
 
 
 # ----------------------------------------------------------------------------- the flow

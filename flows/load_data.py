@@ -11,27 +11,14 @@ the next segment boundary, saves what was fetched, and ends the run Cancelled.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import Any, Final
 
-import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.client.schemas.objects import State
 
-from candleflow.errors import CandleflowError, InvalidRequest
-from candleflow.loading.gaps import analyze_gaps as final_gaps
-from candleflow.loading.pipeline import (
-    FetchResult,
-    LoadRequest,
-    LoadSummary,
-    read_completed,
-    resolve_alignment,
-    stage_plan,
-)
-from candleflow.loading.pipeline import save_bars as write_bars
-from candleflow.models import FetchStats, GapClass, LoadMode
-from candleflow.sources.base import Source
+from candleflow.errors import InvalidRequest
+from candleflow.loading.pipeline import LoadRequest, load_series, stage_plan
 from candleflow.sources.registry import (
     DEFAULT_CLIENT_ID,
     DEFAULT_IB_HOST,
@@ -39,42 +26,12 @@ from candleflow.sources.registry import (
     make_source,
 )
 from candleflow.store.bar_store import BarStore
-from candleflow.store.frames import drop_invalid_bars, empty_bars
 from tasks.cancel import cancel_cause, cancelled_state
-from tasks.load import (
-    analyze_gaps,
-    check_head_timestamp,
-    fetch_segments,
-    load_local,
-    merge_bars,
-    plan_segments,
-    save_bars,
-    validate_symbol,
-)
+from tasks.load import run_stage_task
 from tasks.pacing import ib_request_gate
 from tasks.progress import artifact_key, open_run, publish_summary
 
-__all__ = ["StoreFlush", "load_data"]
-
-
-class StoreFlush:
-    """The fetch stage's ``flush``: writes each batch of fetched bars to the store at once."""
-
-    def __init__(self, store: BarStore, source_name: str, request: LoadRequest) -> None:
-        self.store, self.source_name, self.request = store, source_name, request
-        self.frames: list[pd.DataFrame] = []
-        self.rows_added = 0
-
-    def __call__(self, frame: pd.DataFrame) -> None:
-        clean = drop_invalid_bars(frame)
-        result = write_bars(self.store, self.source_name, self.request, clean)
-        self.rows_added += result.rows_added
-        self.frames.append(clean)
-
-    def bars(self, rest: pd.DataFrame) -> pd.DataFrame:
-        """Everything fetched in this run: the flushed batches plus ``rest``."""
-        frames = [f for f in (*self.frames, rest) if len(f)]
-        return pd.concat(frames) if frames else empty_bars()
+__all__ = ["load_data"]
 
 
 @flow(name="load-data", flow_run_name="load {symbol} {timeframe} {mode}", log_prints=False)
@@ -164,37 +121,20 @@ def load_data(
             request_gate=ib_request_gate(source, ib_host, ib_port, ib_time_scale),
         )  # fmt: skip
         try:
-            summary = _load(request, bar_source, bar_store)
+            summary = load_series(request, bar_source, bar_store, tracker=run.tracker,
+                                  run_stage=run_stage_task)  # fmt: skip
         finally:
             bar_source.close()
-        nothing_fetched = bool(summary.segments) and (
-            len(summary.failed_segments) == summary.segments
-        )
-        if not summary.cancelled and not nothing_fetched:
-            run.tracker.complete()
-        result = summary.to_dict()
         if run.handle is not None:
-            run.handle.summary = result
-    _publish(key, request, summary)
-    logger = get_run_logger()
+            run.handle.summary = summary.to_dict()
+    publish_summary(f"{key}-summary", *summary.report())
     if summary.failed_segments:
-        logger.warning(
-            "%d of %d segments failed: %s",
-            len(summary.failed_segments),
-            summary.segments,
-            "; ".join(summary.failed_segments),
-        )
+        get_run_logger().warning("%d of %d segments failed: %s", len(summary.failed_segments),
+                                 summary.segments, "; ".join(summary.failed_segments))  # fmt: skip
     if summary.cancelled:
-        return cancelled_state(
-            f"load {request.label} {cancel_cause(run)}: {summary.rows_added:,} new bars saved, "
-            f"{summary.missing_bars_left:,} bars still missing"
-        )
-    if nothing_fetched:
-        raise CandleflowError(
-            f"load {request.label}: none of the {summary.segments} segments could be fetched "
-            f"(first error: {summary.failed_segments[0]})"
-        )
-    return result
+        return cancelled_state(f"load {request.label} {cancel_cause(run)}: {summary.outcome}")
+    summary.raise_for_outcome()  # nothing could be fetched: the run fails
+    return summary.to_dict()
 
 
 #: Source options that load_data sets itself: the parameter that gives each (None: internal).
@@ -220,88 +160,3 @@ def _extra_options(source_options: Mapping[str, Any] | None) -> dict[str, Any]:
             how = f"give it as load_data's {param}= parameter" if param else "it is set internally"
             raise InvalidRequest(f"source_options may not contain {option!r}: {how}")
     return extra
-
-
-def _load(request: LoadRequest, source: Source, store: BarStore) -> LoadSummary:
-    """The stages in order (the flow's body, kept apart so the flow reads as set-up + report)."""
-    started = time.monotonic()
-    now = pd.Timestamp.now(tz="UTC")
-    local_only = request.mode is LoadMode.LOCAL
-    head: pd.Timestamp | None = None
-    instrument = None
-    if not local_only:
-        instrument = validate_symbol(source, request)
-        head = check_head_timestamp(source, instrument, request.timeframe)
-    existing = load_local(store, source.name, request)
-    completed = read_completed(store, source.name, request)
-    stored = pd.DatetimeIndex(existing.index)
-    request = resolve_alignment(request, None if local_only else source, stored)
-    plan = analyze_gaps(request, stored, head, now)
-    plan = plan_segments(request, plan, completed)
-    fetched = FetchResult(empty_bars(), FetchStats())
-    flush = StoreFlush(store, source.name, request)
-    cancelled = False
-    merged = existing
-    calls_before = source.api_calls
-    if instrument is not None:
-        state = fetch_segments(
-            source, instrument, request.timeframe, plan.segments, flush=flush, return_state=True
-        )
-        if state.is_cancelled():
-            cancelled = True
-        else:
-            result = state.result()
-            if isinstance(result, FetchResult):
-                fetched = result
-        merged = merge_bars(existing, flush.bars(fetched.bars))
-        meta: dict[str, object] = {
-            "align": request.grid_align,
-            "head_timestamp": head.isoformat() if head is not None else None,
-            "last_fetch": now.isoformat(),
-            "api_calls": source.api_calls - calls_before,
-            "fetch_duration_s": round(fetched.stats.duration_s, 3),
-        }
-        if not cancelled and not fetched.errors:
-            meta.update(completed.after(plan).to_meta())
-        written = save_bars(store, source.name, request, fetched.bars, meta)
-        flush.rows_added += written.rows_added
-    report = final_gaps(
-        pd.DatetimeIndex(merged.index), request.calendar, request.timeframe, plan.start, plan.end,
-        head=head, now=now, align=request.grid_align,
-    )  # fmt: skip
-    return LoadSummary(
-        symbol=request.symbol,
-        timeframe=request.timeframe.name,
-        mode=request.mode.value,
-        start=plan.start,
-        end=plan.end,
-        rows_before=len(existing),
-        rows_after=len(merged),
-        rows_added=flush.rows_added,
-        segments=len(plan.segments),
-        api_calls=source.api_calls - calls_before,
-        duration_s=time.monotonic() - started,
-        gaps_left=len(report.missing),
-        missing_bars_left=report.bars(GapClass.MISSING),
-        failed_segments=fetched.errors,
-        cancelled=cancelled,
-    )
-
-
-def _publish(key: str, request: LoadRequest, summary: LoadSummary) -> None:
-    state = "cancelled" if summary.cancelled else "completed"
-    failed = "; ".join(summary.failed_segments) or "none"
-    publish_summary(
-        f"{key}-summary",
-        f"load {request.label} ({request.mode.value}) {state}",
-        [
-            ("range", f"{summary.start.isoformat()} → {summary.end.isoformat()}"),
-            ("rows added", f"{summary.rows_added:,}"),
-            ("rows stored", f"{summary.rows_after:,}"),
-            ("segments", summary.segments),
-            ("API calls", summary.api_calls),
-            ("gaps left", f"{summary.gaps_left} ({summary.missing_bars_left:,} bars missing)"),
-            ("failed segments", failed),
-            ("duration", f"{summary.duration_s:.2f} s"),
-        ],
-    )

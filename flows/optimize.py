@@ -35,9 +35,9 @@ from candleflow.backtest import BacktestConfig, Metrics, PreparedBars, get_strat
 from candleflow.errors import Cancelled as CancelledError
 from candleflow.errors import InvalidRequest
 from candleflow.models import parse_symbol
-from candleflow.optimize.search import OptimizationResult
+from candleflow.optimize.search import OptimizationResult, check_search, planned_iterations
 from candleflow.optimize.search import optimize as run_search
-from candleflow.optimize.space import Dimension, grid_points, parse_space, space_text
+from candleflow.optimize.space import Dimension, parse_space, space_text
 from candleflow.timeframes import parse_timeframe
 from tasks.cancel import cancel_cause, cancelled_state
 from tasks.optimize import OPTIMIZE_SPAN, BatchOutcome, evaluate_batch, read_bars, save_report
@@ -96,29 +96,6 @@ class TaskBatchEvaluator:
         if any(outcome.cancelled for outcome in outcomes):
             raise CancelledError("optimization cancelled", partial=metrics)
         return metrics
-
-
-def _round_size(batch_size: int, concurrency: int) -> int:
-    return batch_size * concurrency
-
-
-def _planned_iterations(
-    method: str, iterations: int, dims: Mapping[str, Dimension], strategy: str
-) -> int:
-    """The iteration total shown: for a grid, its feasible cells (at most ``iterations``)."""
-    if method != "grid":
-        return iterations
-    spec = get_strategy(strategy)
-    feasible = 0
-    for point in grid_points(dims):
-        try:
-            spec.resolve(point)
-        except InvalidRequest:
-            continue
-        feasible += 1
-        if feasible >= iterations:
-            break
-    return feasible
 
 
 @contextlib.contextmanager
@@ -234,10 +211,8 @@ def optimize(
     spec = get_strategy(strategy)
     dims = parse_space(space, spec)
     config = BacktestConfig(cash=cash, commission=commission, slippage=slippage)
-    for option, value in (("iterations", iterations), ("batch_size", batch_size),
-                          ("concurrency", concurrency)):  # fmt: skip
-        if value < 1:
-            raise InvalidRequest(f"{option}={value} is invalid: use ≥ 1")
+    check_search(method, iterations, objective, batch_size=batch_size, concurrency=concurrency,
+                 base_estimator=base_estimator)  # fmt: skip
     label = f"{name} {tf.name} {spec.name}"
     key = artifact_key("optimize", name, tf.name)
 
@@ -245,7 +220,7 @@ def optimize(
         bars = read_bars(store, source, name, tf.name)
         split_bar = int(len(bars) * split) if split is not None else None
         prepared = PreparedBars.from_frame(bars)
-        total = _planned_iterations(method, iterations, dims, spec.name)
+        total = planned_iterations(method, iterations, dims, spec)
         with contextlib.ExitStack() as stack:
             span = stack.enter_context(run.tracker.stage("optimize", total=total, unit="Iteration"))
             if dask:
@@ -271,7 +246,7 @@ def optimize(
             result = run_search(
                 bars, spec, dims, method=method,  # type: ignore[arg-type]
                 iterations=iterations, objective=objective, config=config, split=split,
-                seed=seed, batch_size=_round_size(batch_size, concurrency),
+                seed=seed, batch_size=batch_size * concurrency,
                 base_estimator=base_estimator, timeframe=tf.name, evaluate_batch=evaluator,
                 cancel_token=run.token,
             )  # fmt: skip

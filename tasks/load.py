@@ -8,12 +8,15 @@ stage. Only source I/O declares retries: validation and the head timestamp retry
 cancellation, live in the core, and retrying the task would refetch every segment). No task
 timeouts: Prefect cannot interrupt blocking I/O in a worker thread, so request timeouts belong to
 the source adapters (DESIGN §4.3), and cancellation is cooperative.
+
+:func:`run_stage_task` is the pipeline's stage runner inside a flow
+(:func:`candleflow.loading.pipeline.load_series` composes the stages; this runs each as its task).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar, cast
 
 import pandas as pd
 from prefect import Task, task
@@ -24,7 +27,7 @@ from prefect.states import Cancelled
 from candleflow.errors import Cancelled as CancelledError
 from candleflow.errors import SourceUnavailable
 from candleflow.loading import pipeline as loading
-from candleflow.loading.pipeline import FetchResult, LoadPlan, LoadRequest
+from candleflow.loading.pipeline import FetchResult, LoadPlan, LoadRequest, RetryPolicy
 from candleflow.models import Instrument, Segment
 from candleflow.sources.base import Source
 from candleflow.store.bar_store import BarStore, WriteResult
@@ -38,6 +41,7 @@ __all__ = [
     "load_local",
     "merge_bars",
     "plan_segments",
+    "run_stage_task",
     "save_bars",
     "validate_symbol",
 ]
@@ -54,6 +58,7 @@ def _source_unavailable(task: Task[..., Any], task_run: TaskRun, state: State[An
     return False
 
 
+_RETRY = RetryPolicy()  # the core's default segment retries
 _SOURCE_IO: dict[str, Any] = {
     "cache_policy": NO_CACHE,
     "retries": 2,
@@ -110,14 +115,14 @@ def fetch_segments(
     timeframe: Timeframe,
     segments: Sequence[Segment],
     flush: Callable[[pd.DataFrame], None] | None = None,
+    retry: RetryPolicy = _RETRY,
 ) -> FetchResult | State[Any]:
     """Stage 6: fetch every segment (flushing as it goes); ends Cancelled when the token is set."""
     run = current_run()
     try:
-        with run.tracker.stage("fetch_segments", total=len(segments), unit="Segment") as span:
-            return loading.fetch_segments(
-                source, instrument, timeframe, segments, span=span, token=run.token, flush=flush
-            )
+        with loading.open_stage(run.tracker, "fetch_segments", len(segments)) as span:
+            return loading.fetch_segments(source, instrument, timeframe, segments, span=span,
+                                          token=run.token, retry=retry, flush=flush)  # fmt: skip
     except CancelledError as exc:
         return Cancelled(message=str(exc))
 
@@ -139,10 +144,28 @@ def save_bars(
 ) -> WriteResult:
     """Stage 8: atomic write of the bars not flushed yet, and the series metadata."""
     with current_run().tracker.stage("save_bars"):
-        if len(bars) or not meta:
-            return loading.save_bars(store, source_name, request, bars, meta)
-        # Everything was flushed while fetching: only the metadata is left to record.
-        stored = store.update_meta(source_name, request.symbol, request.timeframe, **meta)
-        rows = stored.get("rows", 0)
-        count = rows if isinstance(rows, int) else 0
-        return WriteResult(count, count, 0, ())
+        return loading.save_bars(store, source_name, request, bars, meta)
+
+
+_STAGE_TASKS: Mapping[str, Task[..., Any]] = {
+    "validate_symbol": validate_symbol,
+    "check_head_timestamp": check_head_timestamp,
+    "load_local": load_local,
+    "analyze_gaps": analyze_gaps,
+    "plan_segments": plan_segments,
+    "fetch_segments": fetch_segments,
+    "merge_bars": merge_bars,
+    "save_bars": save_bars,
+}
+_T = TypeVar("_T")
+
+
+def run_stage_task(name: str, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
+    """The pipeline's stage runner in a flow: stage ``name`` as its task (which calls ``fn``).
+
+    A task that ended Cancelled raises the core's ``Cancelled``, as the stage itself would.
+    """
+    state = _STAGE_TASKS[name](*args, return_state=True, **kwargs)
+    if state.is_cancelled():
+        raise CancelledError(state.message or f"{name} cancelled")
+    return cast(_T, state.result())

@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from candleflow.errors import CandleflowError, InvalidRequest
 from candleflow.loading.pipeline import LoadRequest, LoadSummary, run_load, stage_plan
 from candleflow.progress import LoggingSink, ProgressTracker, Sink
@@ -163,18 +161,8 @@ def _run_flows(
                 raise CandleflowError(
                     f"demo load {request.label} ended {state.name}: {state.message}"
                 )
-            summaries.append((run, _summary(handle.summary)))
+            summaries.append((run, LoadSummary.from_dict(handle.summary)))
     return summaries
-
-
-def _summary(data: Mapping[str, object]) -> LoadSummary:
-    """A LoadSummary back from the flow's plain-dict result."""
-    fields = dict(data)
-    fields["start"] = pd.Timestamp(str(fields["start"]))
-    fields["end"] = pd.Timestamp(str(fields["end"]))
-    failed = fields.get("failed_segments") or []
-    fields["failed_segments"] = tuple(str(f) for f in failed) if isinstance(failed, list) else ()
-    return LoadSummary(**fields)  # type: ignore[arg-type]
 
 
 @contextlib.contextmanager

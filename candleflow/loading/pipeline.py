@@ -1,40 +1,44 @@
-"""The data-loading stages as plain functions (DESIGN §2), and a direct runner composing them.
+"""The data-loading stages as plain functions (DESIGN §2), and the ONE pipeline composing them.
 
 Each stage is one function so a Prefect task can wrap it in a few lines: validate the symbol,
 find the head timestamp, read the store, analyse gaps, plan segments, fetch them (pacing,
-retries, cancellation and batched flushing live here), merge, save. :func:`run_load` runs the
-whole pipeline without an orchestrator — for the demo, the benchmark baseline and scripts.
+retries, cancellation and batched flushing live here), merge, save. The stages declare their
+labels and weights in :data:`STAGES`. :func:`load_series` is the only composition of them: it
+runs each stage through a stage runner — :class:`DirectStages` (each stage a span of a tracker,
+called right here) by default, the flow's runner (each stage its ``@task``) in a Prefect run —
+and assembles the flush, the series metadata and the :class:`LoadSummary` itself, so the direct
+path (:func:`run_load`: the demo's ``--direct``, the benchmark baseline, scripts) and the flow
+cannot promise different results.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any, Protocol, TypeVar
 
 import pandas as pd
 
 from candleflow.errors import (
     Cancelled,
     CandleflowError,
-    InvalidRequest,
     NoData,
     PacingViolation,
     SourceUnavailable,
 )
-from candleflow.loading.calendars import (
-    Alignment,
-    detect_alignment,
-    expected_bars,
-    get_calendar,
-    parse_alignment,
-    to_utc,
-)
-from candleflow.loading.gaps import GapReport, bars_in_gaps
+from candleflow.loading.calendars import expected_bars
 from candleflow.loading.gaps import analyze_gaps as _analyze
+from candleflow.loading.gaps import bars_in_gaps
+from candleflow.loading.request import (
+    Completed,
+    LoadPlan,
+    LoadRequest,
+    LoadSummary,
+    read_completed,
+    resolve_alignment,
+)
 from candleflow.loading.segments import gaps_for_mode
 from candleflow.loading.segments import plan_segments as _plan
 from candleflow.models import FetchStats, GapClass, Instrument, LoadMode, Segment
@@ -44,26 +48,65 @@ from candleflow.store.bar_store import BarStore, WriteResult
 from candleflow.store.frames import drop_invalid_bars, empty_bars
 from candleflow.timeframes import Timeframe, parse_timeframe
 
-logger = logging.getLogger(__name__)
-
-#: (stage, default weight) in pipeline order — DESIGN §2.
-STAGES: tuple[tuple[str, float], ...] = (
-    ("validate_symbol", 2),
-    ("check_head_timestamp", 2),
-    ("load_local", 5),
-    ("analyze_gaps", 3),
-    ("plan_segments", 1),
-    ("fetch_segments", 75),
-    ("merge_bars", 4),
-    ("save_bars", 8),
-)
-_SOURCE_STAGES = {
-    "validate_symbol",
+__all__ = [
+    "STAGES",
+    "Completed",
+    "DirectStages",
+    "FetchResult",
+    "LoadPlan",
+    "LoadRequest",
+    "LoadSummary",
+    "RetryPolicy",
+    "RunStage",
+    "Stage",
+    "StoreFlush",
+    "analyze_gaps",
     "check_head_timestamp",
     "fetch_segments",
+    "load_local",
+    "load_series",
     "merge_bars",
+    "open_stage",
+    "plan_segments",
+    "read_completed",
+    "record_backfill",
+    "resolve_alignment",
+    "resolve_range",
+    "run_load",
     "save_bars",
-}
+    "stage_plan",
+    "validate_symbol",
+]
+
+logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    """One loading stage as the plan declares it: its name (what progress shows), its default
+    weight, whether a ``local`` load runs it (no source calls), and — for a stage that counts
+    items — the argument holding them and their unit ("Segment 3/8")."""
+
+    name: str
+    weight: float
+    local: bool = False
+    counts: str = ""
+    unit: str = ""
+
+
+#: The eight stages in pipeline order — DESIGN §2.
+STAGES: tuple[Stage, ...] = (
+    Stage("validate_symbol", 2),
+    Stage("check_head_timestamp", 2),
+    Stage("load_local", 5, local=True),
+    Stage("analyze_gaps", 3, local=True),
+    Stage("plan_segments", 1, local=True),
+    Stage("fetch_segments", 75, counts="segments", unit="Segment"),
+    Stage("merge_bars", 4),
+    Stage("save_bars", 8),
+)
+_STAGE_BY_NAME: Mapping[str, Stage] = {stage.name: stage for stage in STAGES}
 
 #: How far back a load reaches when no start is given and nothing is stored yet.
 DEFAULT_LOOKBACK: dict[str, pd.Timedelta] = {
@@ -83,101 +126,13 @@ _RETRYABLE = (SourceUnavailable, PacingViolation, NoData)
 
 def stage_plan(mode: LoadMode | str) -> list[tuple[str, float]]:
     """The stages a load in ``mode`` runs, with their weights (``local`` makes no source calls)."""
-    if LoadMode.parse(mode) is LoadMode.LOCAL:
-        return [(name, w) for name, w in STAGES if name not in _SOURCE_STAGES]
-    return list(STAGES)
+    local = LoadMode.parse(mode) is LoadMode.LOCAL
+    return [(s.name, s.weight) for s in STAGES if s.local or not local]
 
 
-@dataclass(frozen=True, slots=True)
-class LoadRequest:
-    """A validated load request. Build it with :meth:`parse` from user input."""
-
-    symbol: str
-    timeframe: Timeframe
-    mode: LoadMode = LoadMode.TAIL
-    start: pd.Timestamp | None = None
-    end: pd.Timestamp | None = None
-    calendar: str = "XNYS"
-    #: Intraday bar alignment; ``None`` means "auto" until :func:`resolve_alignment` decides.
-    align: Alignment | None = "clock"
-
-    @classmethod
-    def parse(
-        cls,
-        symbol: str,
-        timeframe: str | Timeframe = "1h",
-        *,
-        start: object = None,
-        end: object = None,
-        mode: str | LoadMode = "tail",
-        calendar: str = "XNYS",
-        align: str = "auto",
-    ) -> LoadRequest:
-        """Validate user input; naive dates are exchange-local, a date-only ``end`` is inclusive."""
-        if not isinstance(symbol, str) or not symbol.strip():
-            raise InvalidRequest(f"symbol must be a non-empty string, got {symbol!r}")
-        tf = parse_timeframe(timeframe)
-        load_mode = LoadMode.parse(mode)
-        get_calendar(calendar)
-        lo = None if start in (None, "") else to_utc(start, calendar)
-        hi = None if end in (None, "") else to_utc(end, calendar)
-        if hi is not None and _is_date_only(end):
-            hi = to_utc(pd.Timestamp(str(end)) + pd.Timedelta(days=1), calendar)
-        if lo is not None and hi is not None and lo >= hi:
-            raise InvalidRequest(
-                f"start {start} is not before end {end}: swap them or widen the range"
-            )
-        alignment = None if align == "auto" else parse_alignment(align)
-        return cls(symbol.strip().upper(), tf, load_mode, lo, hi, calendar, alignment)
-
-    @property
-    def label(self) -> str:
-        return f"{self.symbol} {self.timeframe.name}"
-
-    @property
-    def grid_align(self) -> Alignment:
-        """The alignment the calendar grid uses (``clock`` while still undecided)."""
-        return self.align or "clock"
-
-
-def resolve_alignment(
-    request: LoadRequest, source: Source | None, stored: pd.DatetimeIndex
-) -> LoadRequest:
-    """Decide an ``auto`` alignment: from the file a ``files`` source reads, else from the bars
-    already stored, else IB's ``clock`` grid. A file whose grid is unclear raises
-    ``InvalidRequest`` asking for ``--align``; stored bars that are unclear fall back to clock.
-    """
-    if request.align is not None or request.timeframe.is_daily:
-        return replace(request, align=request.grid_align)
-    detect = getattr(source, "detect_alignment", None)
-    if callable(detect):
-        found: Alignment = detect(request.symbol, request.timeframe, request.calendar)
-        return replace(request, align=found)
-    if len(stored):
-        try:
-            return replace(
-                request, align=detect_alignment(stored, request.calendar, request.timeframe)
-            )
-        except InvalidRequest:
-            pass
-    return replace(request, align="clock")
-
-
-def _is_date_only(value: object) -> bool:
-    """True for a calendar date without a time of day (``"2024-03-01"``, ``datetime.date``)."""
-    if isinstance(value, str):
-        return re.fullmatch(r"\s*\d{4}-\d{2}-\d{2}\s*", value) is not None
-    return isinstance(value, dt.date) and not isinstance(value, dt.datetime)
-
-
-@dataclass(frozen=True, slots=True)
-class LoadPlan:
-    """What a load will fetch: the analysed range, its gap report, and the segments."""
-
-    start: pd.Timestamp
-    end: pd.Timestamp
-    report: GapReport
-    segments: tuple[Segment, ...]
+def open_stage(tracker: ProgressTracker, name: str, total: int | None = None) -> Span:
+    """Stage ``name`` as a span of ``tracker``, with the unit the plan declares for it."""
+    return tracker.stage(name, total=total, unit=_STAGE_BY_NAME[name].unit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,48 +209,6 @@ def analyze_gaps(
         align=request.grid_align,
     )
     return LoadPlan(start, end, report, ())
-
-
-@dataclass(frozen=True, slots=True)
-class Completed:
-    """The range ``[start, end)`` that earlier loads of a series finished cleanly.
-
-    Recorded in the series metadata only by a load that ran every planned segment without a
-    failure, so a cancelled or crashed load leaves it as it was and the next ``tail`` or
-    ``backfill`` still sees the hole the interrupted load left (tail fetches newest first).
-    """
-
-    start: pd.Timestamp | None = None
-    end: pd.Timestamp | None = None
-
-    @classmethod
-    def from_meta(cls, meta: dict[str, object]) -> Completed:
-        def ts(key: str) -> pd.Timestamp | None:
-            value = meta.get(key)
-            return None if value in (None, "") else pd.Timestamp(str(value)).tz_convert("UTC")
-
-        return cls(ts("complete_from"), ts("complete_through"))
-
-    def to_meta(self) -> dict[str, object]:
-        return {
-            "complete_from": None if self.start is None else self.start.isoformat(),
-            "complete_through": None if self.end is None else self.end.isoformat(),
-        }
-
-    def after(self, plan: LoadPlan) -> Completed:
-        """This range extended by a clean load of ``plan`` (bars not yet finished excluded)."""
-        future = [g.start for g in plan.report.gaps if g.kind is GapClass.FUTURE]
-        start, end = plan.start, min([plan.end, *future])
-        if self.start is None or self.end is None or start > self.end or end < self.start:
-            # Disjoint from what was complete: keep whichever reaches further, so an explicit
-            # load of old history never moves the tail anchor back.
-            return self if self.end is not None and self.end > end else Completed(start, end)
-        return Completed(min(start, self.start), max(end, self.end))
-
-
-def read_completed(store: BarStore, source_name: str, request: LoadRequest) -> Completed:
-    """The series' completed range from its metadata (empty when no load has finished)."""
-    return Completed.from_meta(store.read_meta(source_name, request.symbol, request.timeframe))
 
 
 def plan_segments(
@@ -455,121 +368,125 @@ def save_bars(
     bars: pd.DataFrame,
     meta: dict[str, object] | None = None,
 ) -> WriteResult:
-    """Stage 8: atomic write of the touched partitions, plus series metadata."""
-    return store.write(source_name, request.symbol, request.timeframe, bars, meta=meta)
+    """Stage 8: atomic write of the touched partitions, plus series metadata — recorded even when
+    every bar was flushed while fetching and only the metadata is left."""
+    if len(bars) or not meta:
+        return store.write(source_name, request.symbol, request.timeframe, bars, meta=meta)
+    stored = store.update_meta(source_name, request.symbol, request.timeframe, **meta)
+    rows = stored.get("rows", 0)
+    count = rows if isinstance(rows, int) else 0
+    return WriteResult(count, count, 0, ())
 
 
-# ----------------------------------------------------------------------------- direct runner
+# ----------------------------------------------------------------------------- the pipeline
 
 
-@dataclass(frozen=True, slots=True)
-class LoadSummary:
-    """What a load did, for people and for metadata."""
+class RunStage(Protocol):
+    """How :func:`load_series` runs a stage: ``run_stage(name, fn, *args, **kwargs)`` returns
+    what ``fn(*args, **kwargs)`` returns, ``fn`` being the core function of stage ``name``.
+    :class:`DirectStages` calls it here; a flow runs it as its ``@task`` for ``name``. A stage
+    stopped by a cancel raises :class:`~candleflow.errors.Cancelled`."""
 
-    symbol: str
-    timeframe: str
-    mode: str
-    start: pd.Timestamp
-    end: pd.Timestamp
-    rows_before: int
-    rows_after: int
-    rows_added: int
-    segments: int
-    api_calls: int
-    duration_s: float
-    gaps_left: int
-    missing_bars_left: int
-    failed_segments: tuple[str, ...] = ()
-    cancelled: bool = False
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "symbol": self.symbol,
-            "timeframe": self.timeframe,
-            "mode": self.mode,
-            "start": self.start.isoformat(),
-            "end": self.end.isoformat(),
-            "rows_before": self.rows_before,
-            "rows_after": self.rows_after,
-            "rows_added": self.rows_added,
-            "segments": self.segments,
-            "api_calls": self.api_calls,
-            "duration_s": round(self.duration_s, 3),
-            "gaps_left": self.gaps_left,
-            "missing_bars_left": self.missing_bars_left,
-            "failed_segments": list(self.failed_segments),
-            "cancelled": self.cancelled,
-        }
+    def __call__(self, name: str, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T: ...
 
 
-def run_load(
+class DirectStages:
+    """The default :class:`RunStage`: each stage a span of ``tracker``, its function called here.
+
+    A counting stage (fetch_segments) gets its span, sized by the argument the plan names, and
+    the tracker's cancel token.
+    """
+
+    def __init__(self, tracker: ProgressTracker) -> None:
+        self.tracker = tracker
+
+    def __call__(self, name: str, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
+        stage = _STAGE_BY_NAME[name]
+        if not stage.counts:
+            with open_stage(self.tracker, name):
+                return fn(*args, **kwargs)
+        with open_stage(self.tracker, name, len(kwargs[stage.counts])) as span:
+            return fn(*args, span=span, token=self.tracker.cancel_token, **kwargs)
+
+
+class StoreFlush:
+    """The fetch stage's ``flush``: writes each batch of fetched bars to the store at once (a
+    crash or a cancel loses at most the segment in flight) and keeps it for the merge stage."""
+
+    def __init__(self, store: BarStore, source_name: str, request: LoadRequest) -> None:
+        self.store, self.source_name, self.request = store, source_name, request
+        self.frames: list[pd.DataFrame] = []
+        self.rows_added = 0
+
+    def __call__(self, frame: pd.DataFrame) -> None:
+        clean = drop_invalid_bars(frame)
+        self.rows_added += save_bars(self.store, self.source_name, self.request, clean).rows_added
+        self.frames.append(clean)
+
+    def bars(self, rest: pd.DataFrame) -> pd.DataFrame:
+        """Everything fetched in this run: the flushed batches plus ``rest``."""
+        frames = [f for f in (*self.frames, rest) if len(f)]
+        return pd.concat(frames) if frames else empty_bars()
+
+
+def load_series(
     request: LoadRequest,
     source: Source,
     store: BarStore,
     *,
     tracker: ProgressTracker | None = None,
+    run_stage: RunStage | None = None,
     now: pd.Timestamp | None = None,
     retry: RetryPolicy = RetryPolicy(),
 ) -> LoadSummary:
-    """All stages in order without an orchestrator; returns what it did.
+    """The eight stages in order, each through ``run_stage`` (default :class:`DirectStages` on
+    ``tracker``); returns what the load did. The one composition of the stages.
 
-    Raises ``Cancelled`` (after saving what was fetched) when the tracker's token is cancelled.
+    Fetched segments go to the store as they arrive (:class:`StoreFlush`) and are merged in
+    memory with the stored bars. A cancel during the fetch still merges and records what was
+    saved (``cancelled``); a segment that failed after its retries is reported
+    (``failed_segments``); neither raises here — :meth:`LoadSummary.raise_for_outcome` does.
+    The series metadata gets the alignment, head timestamp, last fetch, API calls (every source
+    request of this load) and fetch duration, and after a clean load the completed range. The
+    tracker completes unless the load was cancelled or fetched nothing.
     """
     started = time.monotonic()
     tracker = tracker or ProgressTracker(f"load {request.label}", stages=stage_plan(request.mode))
-    token = tracker.cancel_token
+    run: RunStage = run_stage or DirectStages(tracker)
     now = now or pd.Timestamp.now(tz="UTC")
-    local_only = request.mode is LoadMode.LOCAL
+    calls_before = source.api_calls
+    instrument: Instrument | None = None
     head: pd.Timestamp | None = None
-    rows_added = 0
-
-    def flush(frame: pd.DataFrame) -> None:
-        nonlocal rows_added
-        rows_added += save_bars(store, source.name, request, drop_invalid_bars(frame)).rows_added
-
-    if not local_only:
-        with tracker.stage("validate_symbol"):
-            instrument = validate_symbol(source, request)
-        with tracker.stage("check_head_timestamp"):
-            head = check_head_timestamp(source, instrument, request.timeframe)
-    with tracker.stage("load_local"):
-        existing = load_local(store, source.name, request)
-        completed = read_completed(store, source.name, request)
+    if request.mode is not LoadMode.LOCAL:
+        instrument = run("validate_symbol", validate_symbol, source, request)
+        head = run("check_head_timestamp", check_head_timestamp, source, instrument,
+                   request.timeframe)  # fmt: skip
+    existing = run("load_local", load_local, store, source.name, request)
+    completed = read_completed(store, source.name, request)
     stored = pd.DatetimeIndex(existing.index)
-    request = resolve_alignment(request, None if local_only else source, stored)
-    tracker.set_counter("rows", 0)
-    with tracker.stage("analyze_gaps"):
-        plan = analyze_gaps(request, stored, head, now)
-    with tracker.stage("plan_segments"):
-        plan = plan_segments(request, plan, completed)
-    result = FetchResult(empty_bars(), FetchStats())
-    cancelled = False
-    if not local_only:
+    request = resolve_alignment(request, None if instrument is None else source, stored)
+    plan = run("analyze_gaps", analyze_gaps, request, stored, head, now)
+    plan = run("plan_segments", plan_segments, request, plan, completed)
+    fetched, cancelled, merged = FetchResult(empty_bars(), FetchStats()), False, existing
+    flush = StoreFlush(store, source.name, request)
+    if instrument is not None:
         try:
-            with tracker.stage("fetch_segments", total=len(plan.segments), unit="Segment") as span:
-                result = fetch_segments(
-                    source, instrument, request.timeframe, plan.segments,
-                    span=span, token=token, retry=retry, flush=flush,
-                )  # fmt: skip
+            fetched = run("fetch_segments", fetch_segments, source, instrument, request.timeframe,
+                          segments=plan.segments, retry=retry, flush=flush)  # fmt: skip
         except Cancelled:
             cancelled = True
-        with tracker.stage("merge_bars"):
-            merged = merge_bars(
-                existing, store.read(source.name, request.symbol, request.timeframe)
-            )
-        with tracker.stage("save_bars"):
-            meta: dict[str, object] = {
-                "align": request.grid_align,
-                "head_timestamp": head.isoformat() if head is not None else None,
-                "last_fetch": now.isoformat(),
-                "api_calls": result.stats.api_calls,
-                "fetch_duration_s": round(result.stats.duration_s, 3),
-            }
-            if not cancelled and not result.errors:
-                meta.update(completed.after(plan).to_meta())
-            store.update_meta(source.name, request.symbol, request.timeframe, **meta)
-    else:
-        merged = existing
+        merged = run("merge_bars", merge_bars, existing, flush.bars(fetched.bars))
+        meta: dict[str, object] = {
+            "align": request.grid_align,
+            "head_timestamp": head.isoformat() if head is not None else None,
+            "last_fetch": now.isoformat(),
+            "api_calls": source.api_calls - calls_before,
+            "fetch_duration_s": round(fetched.stats.duration_s, 3),
+        }
+        if not cancelled and not fetched.errors:
+            meta.update(completed.after(plan).to_meta())
+        written = run("save_bars", save_bars, store, source.name, request, fetched.bars, meta)
+        flush.rows_added += written.rows_added
     final = _analyze(
         pd.DatetimeIndex(merged.index), request.calendar, request.timeframe, plan.start, plan.end,
         head=head, now=now, align=request.grid_align,
@@ -582,18 +499,56 @@ def run_load(
         end=plan.end,
         rows_before=len(existing),
         rows_after=len(merged),
-        rows_added=rows_added,
+        rows_added=flush.rows_added,
         segments=len(plan.segments),
-        api_calls=result.stats.api_calls,
+        api_calls=source.api_calls - calls_before,
         duration_s=time.monotonic() - started,
         gaps_left=len(final.missing),
         missing_bars_left=final.bars(GapClass.MISSING),
-        failed_segments=result.errors,
+        failed_segments=fetched.errors,
         cancelled=cancelled,
     )
-    if cancelled:
-        raise Cancelled(
-            f"load {request.label} cancelled; {rows_added} new bars were saved", partial=summary
-        )
-    tracker.complete()
+    if not summary.cancelled and not summary.nothing_fetched:
+        tracker.complete()
     return summary
+
+
+def run_load(
+    request: LoadRequest,
+    source: Source,
+    store: BarStore,
+    *,
+    tracker: ProgressTracker | None = None,
+    now: pd.Timestamp | None = None,
+    retry: RetryPolicy = RetryPolicy(),
+) -> LoadSummary:
+    """All stages in order without an orchestrator (:func:`load_series`); returns what it did.
+
+    Raises ``Cancelled`` (after saving what was fetched; the summary is its ``partial``) when
+    the tracker's token is cancelled, and ``CandleflowError`` when no segment could be fetched.
+    """
+    summary = load_series(request, source, store, tracker=tracker, now=now, retry=retry)
+    summary.raise_for_outcome()
+    return summary
+
+
+def record_backfill(
+    store: BarStore, source_name: str, load: LoadSummary, now: pd.Timestamp | None = None
+) -> dict[str, object]:
+    """Record a series' successful backfill in its metadata, beside what its load recorded:
+    ``history_rows``, ``api_calls_last_run``, ``api_calls_total`` (cumulative over runs),
+    ``batch_size`` (the longest span one request may cover for the timeframe),
+    ``segments_last_run`` and ``last_success``. Returns the metadata as stored."""
+    meta = store.read_meta(source_name, load.symbol, load.timeframe)
+    before = meta.get("api_calls_total", 0)
+    return store.update_meta(
+        source_name,
+        load.symbol,
+        load.timeframe,
+        history_rows=load.rows_after,
+        api_calls_last_run=load.api_calls,
+        api_calls_total=int(str(before or 0)) + load.api_calls,
+        batch_size=parse_timeframe(load.timeframe).ib_max_duration,
+        segments_last_run=load.segments,
+        last_success=now or pd.Timestamp.now(tz="UTC"),
+    )

@@ -85,9 +85,11 @@ __all__ = [
     "Integer",
     "OptimizationResult",
     "Real",
+    "check_search",
     "evaluate_params",
     "objective_value",
     "optimize",
+    "planned_iterations",
 ]
 
 logger = logging.getLogger(__name__)
@@ -176,6 +178,60 @@ def _objective(objective: str) -> tuple[str, float]:
         raise InvalidRequest(
             f"unknown objective {objective!r}: use one of {', '.join(OBJECTIVES)}"
         ) from None
+
+
+def check_search(
+    method: str,
+    iterations: int | None,
+    objective: str,
+    *,
+    batch_size: int = 1,
+    concurrency: int = 1,
+    base_estimator: str = "gp",
+) -> str:
+    """Reject a search that cannot run, before any bars are read; returns skopt's estimator name.
+
+    ``method`` is grid, random or bayes; ``iterations`` ≥ 1 (None only for a whole grid);
+    ``objective`` one of :data:`OBJECTIVES`; ``batch_size`` (points per evaluator call) and
+    ``concurrency`` (calls a caller's evaluator runs at once) ≥ 1; ``base_estimator`` gp or
+    forest.
+    """
+    _objective(objective)
+    if method not in ("grid", "random", "bayes"):
+        raise InvalidRequest(f"unknown method {method!r}: use grid, random or bayes")
+    if method != "grid" and iterations is None:
+        raise InvalidRequest(f"method {method!r} needs a number of iterations")
+    for name, count in (("iterations", iterations), ("batch_size", batch_size),
+                        ("concurrency", concurrency)):  # fmt: skip
+        if count is not None and count < 1:
+            raise InvalidRequest(f"{name}={count}: use ≥ 1")
+    estimator = _ESTIMATORS.get(base_estimator.strip().lower())
+    if estimator is None:
+        raise InvalidRequest(f"unknown base_estimator {base_estimator!r}: use gp or forest")
+    return estimator
+
+
+def planned_iterations(
+    method: str,
+    iterations: int,
+    space: Mapping[str, Dimension],
+    strategy: str | StrategySpec,
+    *,
+    fixed: Mapping[str, object] | None = None,
+    constraint: Callable[[Mapping[str, ParamValue]], bool] | None = None,
+) -> int:
+    """The iterations a search will count: ``iterations``, or for a grid its feasible cells (at
+    most ``iterations``), by the same feasibility rule the grid search applies."""
+    if method != "grid":
+        return iterations
+    feasible = _Feasibility(get_strategy(strategy), fixed or {}, constraint)
+    count = 0
+    for point in grid_points(space):
+        if feasible.resolve(point) is not None:
+            count += 1
+            if count >= iterations:
+                break
+    return count
 
 
 def evaluate_params(
@@ -527,18 +583,9 @@ def optimize(
             f"strategy {spec.name!r} has no parameter {', '.join(unknown)}: "
             f"use {', '.join(p.name for p in spec.params)}"
         )
-    _objective(objective)
-    if method not in ("grid", "random", "bayes"):
-        raise InvalidRequest(f"unknown method {method!r}: use grid, random or bayes")
-    if iterations is not None and iterations < 1:
-        raise InvalidRequest(f"iterations={iterations}: use ≥ 1")
-    if method != "grid" and iterations is None:
-        raise InvalidRequest(f"method {method!r} needs a number of iterations")
-    if batch_size < 1:
-        raise InvalidRequest(f"batch_size={batch_size}: use ≥ 1")
-    estimator = _ESTIMATORS.get(base_estimator.strip().lower())
-    if estimator is None:
-        raise InvalidRequest(f"unknown base_estimator {base_estimator!r}: use gp or forest")
+    estimator = check_search(
+        method, iterations, objective, batch_size=batch_size, base_estimator=base_estimator
+    )
     split_bar: int | None = None
     if split is not None:
         if not 0.0 < split < 1.0:
