@@ -2,10 +2,17 @@
 
 Every error the core raises on purpose is a ``CandleflowError``. Messages name what was wrong,
 the offending value, and what to do about it, so the CLI can print them as one line and map the
-class to an exit code (``InvalidRequest`` and ``UnknownSymbol`` → 2, ``Cancelled`` → 130).
+class to an exit code (``InvalidRequest`` and ``UnknownSymbol`` → 2, ``Cancelled`` → 130). An
+``InvalidRequest`` about one parameter carries it as ``param`` (the core's name, e.g.
+``"ib_port"``) and ``value``; the core's messages never name a face's spelling of it, and each
+face adds its own (:meth:`InvalidRequest.naming`, :func:`params_named`): the CLI its flag, a flow
+its parameter.
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
 
 
 class CandleflowError(Exception):
@@ -13,7 +20,44 @@ class CandleflowError(Exception):
 
 
 class InvalidRequest(CandleflowError, ValueError):
-    """The caller asked for something that cannot be done as asked (bad dates, timeframe, path…)."""
+    """The caller asked for something that cannot be done as asked (bad dates, timeframe, path…).
+
+    ``param`` is the parameter at fault in the core's words (``None`` when the message is about
+    no single one) and ``value`` what was given for it (``None``: nothing was).
+    """
+
+    def __init__(self, message: str, param: str | None = None, value: object = None) -> None:
+        super().__init__(message)
+        self.param = param
+        self.value = value
+
+    def naming(self, names: Mapping[str, str], given: str, missing: str) -> str:
+        """This message with the parameter named as a face calls it.
+
+        ``names`` maps the core's parameter names to the face's (a CLI flag, a flow parameter);
+        ``given`` (with ``{name}`` and ``{value}``) is added in parentheses when a value was
+        given, ``missing`` (with ``{name}``) when none was. Unchanged when the face has no name
+        for the parameter.
+        """
+        name = names.get(self.param) if self.param is not None else None
+        if name is None:
+            return str(self)
+        hint = missing if self.value is None else given
+        return f"{self} ({hint.format(name=name, value=self.value)})"
+
+
+@contextlib.contextmanager
+def params_named(names: Mapping[str, str], face: str) -> Iterator[None]:
+    """Within, an ``InvalidRequest`` about a parameter in ``names`` is raised again naming it as
+    ``face`` calls it: "… (load_data parameter ib_time_scale=0.0)". The error raised is in the
+    face's words already, so it carries no ``param`` (the original is its ``__cause__``)."""
+    try:
+        yield
+    except InvalidRequest as exc:
+        if exc.param is None or exc.param not in names or type(exc) is not InvalidRequest:
+            raise
+        message = exc.naming(names, f"{face} {{name}}={{value!r}}", f"give {face} {{name}}")
+        raise InvalidRequest(message) from exc
 
 
 class UnknownSymbol(CandleflowError):

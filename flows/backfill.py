@@ -40,18 +40,19 @@ from prefect import flow, get_run_logger
 from prefect.client.schemas.objects import State
 from prefect.states import Completed, Failed
 
-from candleflow.errors import InvalidRequest
+from candleflow.errors import InvalidRequest, params_named
 from candleflow.features.catalogue import parse_feature_spec
 from candleflow.loading.pipeline import LoadSummary, record_backfill
 from candleflow.loading.universe import UniverseEntry, parse_universe
 from candleflow.models import LoadMode
 from candleflow.progress import CancelToken, Span
 from candleflow.progress.queue import QueueTable, RowProgress
-from candleflow.store.bar_store import BarStore, validate_source_name
+from candleflow.sources.registry import IBOptions, parse_source_options
+from candleflow.store.bar_store import BarStore
 from candleflow.timeframes import parse_timeframe
 from flows.features import features as features_flow
 from flows.features import resolve_spec
-from flows.load_data import load_data
+from flows.load_data import load_data, load_parameters
 from tasks.cancel import cancel_cause, cancelled_state
 from tasks.progress import artifact_key, open_run, progress_context, publish_table
 
@@ -64,10 +65,6 @@ DEFAULT_TIMEFRAMES: Final = ("1d", "1h")
 #: Share of a row's progress taken by the load (the features take the rest).
 LOAD_SHARE: Final = 80.0
 _NO_FEATURES: Final = frozenset({"", "none", "off", "false"})
-#: Source options that are load_data parameters (the others go in its ``source_options``).
-_LOAD_PARAMS: Final = frozenset({"path", "align", "seed", "ib_host", "ib_port", "client_id",
-                                 "ib_time_scale"})  # fmt: skip
-
 # ----------------------------------------------------------------------------- one row
 
 
@@ -75,10 +72,11 @@ _LOAD_PARAMS: Final = frozenset({"path", "align", "seed", "ib_host", "ib_port", 
 class _Job:
     entry: UniverseEntry
     timeframe: str
-    source: str
-    delay: float
-    params: Mapping[str, Any]  # load_data parameters (ib_host, ib_port, client_id, …)
-    options: dict[str, Any] | None  # other source options: load_data's source_options
+    params: Mapping[str, Any]  # load_data's source parameters: source, seed, ib_port, delay, …
+
+    @property
+    def source(self) -> str:
+        return str(self.params["source"])
 
 
 def _reason(state: State[Any]) -> str:
@@ -104,12 +102,11 @@ class _Runner:
         mode: str,
         start: str | None,
         end: str | None,
-        seed: int,
         spec: dict[str, Any] | None,
         min_interval: float | None,
     ) -> None:
         self.queue, self.token, self.span = queue, token, span
-        self.store, self.mode, self.start, self.end, self.seed = store, mode, start, end, seed
+        self.store, self.mode, self.start, self.end = store, mode, start, end
         self.spec, self.min_interval = spec, min_interval
         self._lock = threading.Lock()
         self._running: set[CancelToken] = set()
@@ -169,12 +166,10 @@ class _Runner:
     def _load_and_engineer(self, job: _Job, token: CancelToken, span: Span, started: float) -> str:
         sym, tf, source, queue = job.entry.symbol, job.timeframe, job.source, self.queue
         sink = RowProgress(queue, sym, tf, high=LOAD_SHARE, span=span, started=started)
-        params = {"seed": self.seed, **job.params}
         with progress_context(extra_sinks=[sink], token=token, min_interval=self.min_interval) as h:
             state = load_data(
                 symbol=sym, timeframe=tf, start=self.start, end=self.end, mode=self.mode,
-                source=source, exchange=job.entry.exchange, store=self.store, delay=job.delay,
-                source_options=job.options, **params, return_state=True,
+                exchange=job.entry.exchange, store=self.store, **job.params, return_state=True,
             )  # fmt: skip
         self._record_run(job, h.flow_run_id)
         if not self._finished(state, job, started):
@@ -222,34 +217,32 @@ def _jobs(
     entries: list[UniverseEntry],
     timeframes: list[str],
     source: str,
+    seed: int,
     delays: Mapping[str, float] | None,
     source_options: Mapping[str, Any] | None,
 ) -> list[_Job]:
+    """One job per entry × timeframe: the entries of ``source`` with its options (parsed once,
+    here), the others with their own source's defaults; every IB load its own client id."""
     given = dict(source_options or {})
-    if "time_scale" in given:
-        given["ib_time_scale"] = given.pop("time_scale")
-    default_delay = given.pop("delay", 0.0)
-    if isinstance(default_delay, bool) or not isinstance(default_delay, int | float):
-        raise InvalidRequest(
-            f"source option delay must be seconds per request, got {default_delay!r}"
-        )
-    params = {k: v for k, v in given.items() if k in _LOAD_PARAMS}
-    options = {k: v for k, v in given.items() if k not in _LOAD_PARAMS}
-    client_ids = itertools.count(int(params.pop("client_id", 1)))
+    align = given.pop("align", None)  # a load parameter, not a source option
+    names = {"source": "source", "seed": "seed", **{k: f"source_options.{k}" for k in given}}
+    with params_named(names, "backfill parameter"):
+        options = parse_source_options(source, seed=seed, **given)
+    client_ids = itertools.count(options.client_id if isinstance(options, IBOptions) else 1)
     delay_of = {k.strip().upper(): float(v) for k, v in (delays or {}).items()}
     jobs: list[_Job] = []
     for entry in entries:
         for tf in timeframes:
-            name = entry.source or source
-            own = name == source
-            job_params = dict(params) if own else {}
+            name = entry.source or options.name
+            if name == options.name:
+                params = load_parameters(options) | ({"align": align} if align else {})
+            else:
+                params = {"source": name, "seed": seed}
             if name == "ib":
-                job_params["client_id"] = next(client_ids)  # one client id per IB connection
-            # The synthetic source's seconds per request: the symbol's own, else the default.
-            delay = delay_of.get(entry.symbol, float(default_delay) if own else 0.0)
-            jobs.append(
-                _Job(entry, tf, name, delay, job_params, (options or None) if own else None)
-            )
+                params["client_id"] = next(client_ids)  # one client id per IB connection
+            if entry.symbol in delay_of:  # the synthetic source's seconds per request
+                params["delay"] = delay_of[entry.symbol]
+            jobs.append(_Job(entry, tf, params))
     return jobs
 
 
@@ -313,13 +306,12 @@ def backfill(
     entries = parse_universe(universe)
     tfs = list(dict.fromkeys(parse_timeframe(t).name for t in (timeframes or DEFAULT_TIMEFRAMES)))
     load_mode = LoadMode.parse(mode).value
-    validate_source_name(source.strip().lower())
     if isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1:
         raise InvalidRequest(f"max_parallel must be an integer ≥ 1, got {max_parallel!r}")
     spec: dict[str, Any] | None = None
     if not (features is None or (isinstance(features, str) and features.lower() in _NO_FEATURES)):
         spec = dict(parse_feature_spec(resolve_spec(features)).to_dict())
-    jobs = _jobs(entries, tfs, source.strip().lower(), delays, source_options)
+    jobs = _jobs(entries, tfs, source, seed, delays, source_options)
     key = artifact_key("backfill")
     began = time.monotonic()
     with open_run(f"backfill {len(jobs)} series", [("backfill", 1)], key=key) as run:
@@ -334,7 +326,7 @@ def backfill(
         with run.tracker.stage("backfill", total=len(jobs), unit="Series") as span:
             runner = _Runner(
                 queue, run.token, span, store=store, mode=load_mode, start=start, end=end,
-                seed=seed, spec=spec, min_interval=handle.min_interval if handle else None,
+                spec=spec, min_interval=handle.min_interval if handle else None,
             )  # fmt: skip
             runner._update_detail()
             workers = min(max_parallel, len(jobs))

@@ -12,18 +12,21 @@ the next segment boundary, saves what was fetched, and ends the run Cancelled.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import fields
 from typing import Any, Final
 
 from prefect import flow, get_run_logger
 from prefect.client.schemas.objects import State
 
-from candleflow.errors import InvalidRequest
+from candleflow.errors import InvalidRequest, params_named
 from candleflow.loading.pipeline import LoadRequest, load_series, stage_plan
 from candleflow.sources.registry import (
     DEFAULT_CLIENT_ID,
     DEFAULT_IB_HOST,
     DEFAULT_IB_PORT,
+    SourceOptions,
     make_source,
+    parse_source_options,
 )
 from candleflow.store.bar_store import BarStore
 from tasks.cancel import cancel_cause, cancelled_state
@@ -31,7 +34,7 @@ from tasks.load import run_stage_task
 from tasks.pacing import ib_request_gate
 from tasks.progress import artifact_key, open_run, publish_summary
 
-__all__ = ["load_data"]
+__all__ = ["SOURCE_PARAMS", "load_data", "load_parameters"]
 
 
 @flow(name="load-data", flow_run_name="load {symbol} {timeframe} {mode}", log_prints=False)
@@ -107,19 +110,22 @@ def load_data(
         Cancelled state whose message says how many bars were saved and how many are still
         missing.
     """
-    request = LoadRequest.parse(
-        symbol, timeframe, start=start, end=end, mode=mode, calendar=exchange, align=align
-    )
     extra = _extra_options(source_options)
+    with params_named(_param_names(extra), "load_data parameter"):
+        request = LoadRequest.parse(
+            symbol, timeframe, start=start, end=end, mode=mode, calendar=exchange, align=align
+        )
+        options = parse_source_options(
+            source, path=path, seed=seed, delay=delay, ib_host=ib_host, ib_port=ib_port,
+            client_id=client_id, time_scale=ib_time_scale, **extra,
+        )  # fmt: skip
     bar_store = BarStore(store)
     key = artifact_key("load", request.symbol, request.timeframe.name)
     with open_run(f"load {request.label}", stage_plan(request.mode), key=key) as run:
+        gate = ib_request_gate(source, ib_host, ib_port, ib_time_scale)
         bar_source = make_source(
-            source, path=path, seed=seed, delay=delay, cancel_wait=run.token.wait,
-            ib_host=ib_host, ib_port=ib_port, client_id=client_id, time_scale=ib_time_scale,
-            cancel_token=run.token, **extra,
-            request_gate=ib_request_gate(source, ib_host, ib_port, ib_time_scale),
-        )  # fmt: skip
+            options, cancel_wait=run.token.wait, cancel_token=run.token, request_gate=gate
+        )
         try:
             summary = load_series(request, bar_source, bar_store, tracker=run.tracker,
                                   run_stage=run_stage_task)  # fmt: skip
@@ -137,12 +143,34 @@ def load_data(
     return summary.to_dict()
 
 
-#: Source options that load_data sets itself: the parameter that gives each (None: internal).
-_OWN_OPTIONS: Final[Mapping[str, str | None]] = {
+#: load_data's parameter for each source option it takes by name (the others: source_options).
+SOURCE_PARAMS: Final[Mapping[str, str]] = {
     "path": "path", "seed": "seed", "delay": "delay", "ib_host": "ib_host", "ib_port": "ib_port",
-    "client_id": "client_id", "time_scale": "ib_time_scale", "cancel_wait": None,
-    "cancel_token": None, "request_gate": None,
+    "client_id": "client_id", "time_scale": "ib_time_scale",
 }  # fmt: skip
+#: What a source gets from the run itself, never from a parameter.
+_INTERNAL: Final = frozenset({"cancel_wait", "cancel_token", "request_gate"})
+
+
+def load_parameters(options: SourceOptions) -> dict[str, Any]:
+    """The load_data parameters that give ``options``: ``source``, the options it takes by name,
+    and the others (those not at their defaults) in ``source_options``."""
+    params: dict[str, Any] = {"source": options.name}
+    extra: dict[str, Any] = {}
+    for field in fields(options):
+        value = getattr(options, field.name)
+        if value == field.default:
+            continue
+        if field.name in SOURCE_PARAMS:
+            params[SOURCE_PARAMS[field.name]] = value
+        else:
+            extra[field.name] = value
+    return params | ({"source_options": extra} if extra else {})
+
+
+def _param_names(extra: Mapping[str, Any]) -> dict[str, str]:
+    """The core's option names → load_data's parameters (an error names the one to fix)."""
+    return {"source": "source", **SOURCE_PARAMS, **{k: f"source_options.{k}" for k in extra}}
 
 
 def _extra_options(source_options: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -155,8 +183,9 @@ def _extra_options(source_options: Mapping[str, Any] | None) -> dict[str, Any]:
         )
     extra = {str(k): v for k, v in source_options.items()}
     for option in extra:
-        if option in _OWN_OPTIONS:
-            param = _OWN_OPTIONS[option]
-            how = f"give it as load_data's {param}= parameter" if param else "it is set internally"
+        if option in SOURCE_PARAMS:
+            how = f"give it as load_data's {SOURCE_PARAMS[option]}= parameter"
             raise InvalidRequest(f"source_options may not contain {option!r}: {how}")
+        if option in _INTERNAL:
+            raise InvalidRequest(f"source_options may not contain {option!r}: it is set internally")
     return extra

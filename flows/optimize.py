@@ -33,7 +33,7 @@ from prefect.futures import PrefectFuture
 
 from candleflow.backtest import BacktestConfig, Metrics, PreparedBars, get_strategy, run_backtest
 from candleflow.errors import Cancelled as CancelledError
-from candleflow.errors import InvalidRequest
+from candleflow.errors import InvalidRequest, params_named
 from candleflow.models import parse_symbol
 from candleflow.optimize.search import OptimizationResult, check_search, planned_iterations
 from candleflow.optimize.search import optimize as run_search
@@ -47,6 +47,9 @@ __all__ = ["TaskBatchEvaluator", "optimize"]
 
 STAGES: tuple[tuple[str, float], ...] = (("read_bars", 2.0), ("optimize", 95.0), ("report", 3.0))
 TOP = 10
+#: The core search's parameter names, which are the flow's too.
+_SEARCH_PARAMS = {p: p for p in ("method", "iterations", "objective", "batch_size", "concurrency",
+                                 "base_estimator")}  # fmt: skip
 #: Seconds between the cancel watcher's polls of the run state.
 WATCH_INTERVAL = 0.25
 Submit = Callable[[Sequence[Mapping[str, object]]], PrefectFuture[BatchOutcome]]
@@ -211,8 +214,9 @@ def optimize(
     spec = get_strategy(strategy)
     dims = parse_space(space, spec)
     config = BacktestConfig(cash=cash, commission=commission, slippage=slippage)
-    check_search(method, iterations, objective, batch_size=batch_size, concurrency=concurrency,
-                 base_estimator=base_estimator)  # fmt: skip
+    with params_named(_SEARCH_PARAMS, "optimize parameter"):
+        check_search(method, iterations, objective, batch_size=batch_size,
+                     concurrency=concurrency, base_estimator=base_estimator)  # fmt: skip
     label = f"{name} {tf.name} {spec.name}"
     key = artifact_key("optimize", name, tf.name)
 

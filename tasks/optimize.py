@@ -3,7 +3,7 @@ parameter sets, save the report of the best run (rendered by :mod:`candleflow.op
 
 A task costs ~5 ms on threads and ~100 ms on Dask while one backtest can take less than a
 millisecond, so :func:`evaluate_batch` backtests a *batch* of parameter sets through
-:func:`candleflow.optimize.search.evaluate_params`. On the thread runner it shares the flow's
+:func:`candleflow.optimize.evaluate.evaluate_params`. On the thread runner it shares the flow's
 :class:`~candleflow.backtest.PreparedBars` (and so its indicator cache), reports each backtest as a
 candle child span of the flow's "optimize" stage and stops at the next chunk when the run's token
 is set; on Dask it gets a plain bar frame (everything it takes must pickle) and reports nothing.
@@ -22,8 +22,8 @@ from prefect.cache_policies import NO_CACHE
 
 from candleflow.backtest import BacktestConfig, BacktestResult, Metrics, PreparedBars
 from candleflow.errors import Cancelled, NoData
+from candleflow.optimize.evaluate import evaluate_params
 from candleflow.optimize.reports import ReportFiles, write_report
-from candleflow.optimize.search import evaluate_params
 from candleflow.store.bar_store import BarStore
 from tasks.progress import current_run
 

@@ -36,6 +36,7 @@ from candleflow.cli.common import (
     check_store,
     connect_api,
     err,
+    flagged,
     flow_exit_code,
     out,
     run_flow_in_process,
@@ -156,35 +157,34 @@ def load(
     """
     from candleflow.loading.pipeline import LoadRequest
     from candleflow.models import parse_symbol
-    from candleflow.sources.registry import make_source
+    from candleflow.sources.registry import make_source, parse_source_options
 
     # Everything a user can get wrong is checked before Prefect starts (well under a second).
     parse_symbol(symbol)
     LoadRequest.parse(
         symbol, timeframe, start=start, end=end, mode=mode, calendar=exchange, align=align
     )
-    ib = dict(ib_host=ib_host, ib_port=ib_port, client_id=client_id, time_scale=ib_time_scale)
-    if source.strip().lower() == "ib":
+    options = parse_source_options(
+        source, path=None if path is None else str(path), seed=seed, delay=delay,
+        ib_host=ib_host, ib_port=ib_port, client_id=client_id, time_scale=ib_time_scale,
+    )  # fmt: skip
+    if options.name == "ib":
         cli_ib.quiet_client_logs()
     # For --source ib this checks that the gateway listens (exit 1 at once when it does not).
-    bar_source = make_source(
-        source, path=None if path is None else str(path), seed=seed, delay=delay, **ib
-    )
+    bar_source = make_source(options)
     try:
         bar_source.validate(symbol, exchange)  # unknown symbols, missing files, IB contracts
     finally:
         bar_source.close()
     check_store(store)
 
-    from flows.load_data import load_data
+    from flows.load_data import load_data, load_parameters
 
     state, handle = run_flow_in_process(
         load_data,
         dict(
-            symbol=symbol, timeframe=timeframe, start=start, end=end, mode=mode, source=source,
-            exchange=exchange, store=str(store), path=None if path is None else str(path),
-            align=align, seed=seed, delay=delay, ib_host=ib_host, ib_port=ib_port,
-            client_id=client_id, ib_time_scale=ib_time_scale,
+            symbol=symbol, timeframe=timeframe, start=start, end=end, mode=mode,
+            exchange=exchange, store=str(store), align=align, **load_parameters(options),
         ),
         quiet=quiet,
     )  # fmt: skip
@@ -380,7 +380,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _USAGE_ERRORS as exc:
         exc.show()  # type: ignore[attr-defined]
         return EXIT_BAD_INPUT
-    except (InvalidRequest, UnknownSymbol) as exc:
+    except InvalidRequest as exc:
+        err.print(f"error: {flagged(exc)}", highlight=False, markup=False)
+        return EXIT_BAD_INPUT
+    except UnknownSymbol as exc:
         err.print(f"error: {exc}", highlight=False, markup=False)
         return EXIT_BAD_INPUT
     except (Cancelled, KeyboardInterrupt) as exc:

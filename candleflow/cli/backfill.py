@@ -83,7 +83,7 @@ def backfill(
     from candleflow.features.catalogue import parse_feature_spec
     from candleflow.loading.universe import parse_universe
     from candleflow.models import LoadMode
-    from candleflow.sources.registry import SOURCE_NAMES
+    from candleflow.sources.options import parse_source_name
     from candleflow.timeframes import parse_timeframe
 
     entries = parse_universe(universe)
@@ -93,8 +93,7 @@ def backfill(
     LoadMode.parse(mode)
     if parallel < 1:
         raise InvalidRequest(f"--parallel must be at least 1, got {parallel}")
-    if source.strip().lower() not in SOURCE_NAMES:
-        raise InvalidRequest(f"unknown source {source!r}: use one of {', '.join(SOURCE_NAMES)}")
+    parse_source_name(source)
     if features.strip().lower() not in ("none", ""):
         parse_feature_spec(_spec_argument(features))
     check_store(store)

@@ -11,7 +11,7 @@ import contextlib
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
 from types import FrameType
@@ -28,12 +28,27 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
 DEFAULT_STORE = Path("data")
 
+#: The flag that gives each parameter the core names in an ``InvalidRequest`` (its ``param``):
+#: the one table of the CLI's words for them (see :func:`flagged`).
+FLAGS: Mapping[str, str] = {
+    "source": "--source", "path": "--path", "seed": "--seed", "delay": "--delay",
+    "ib_host": "--ib-host", "ib_port": "--ib-port", "client_id": "--client-id",
+    "time_scale": "--ib-time-scale", "method": "--method", "objective": "--objective",
+    "iterations": "--iterations", "batch_size": "--batch-size", "concurrency": "--concurrency",
+}  # fmt: skip
+
 err = Console(stderr=True, soft_wrap=True)  # one error, one line
 
 
 def out() -> Console:
     # Built per call so tests capturing stdout see the output.
     return Console()
+
+
+def flagged(exc: InvalidRequest) -> str:
+    """The one-line error for ``exc``, naming its parameter as the flag that gave it: "ib_port
+    must be a TCP port 1-65535, got 0 (from --ib-port 0)", "… needs a path (give --path)"."""
+    return exc.naming(FLAGS, given="from {name} {value}", missing="give {name}")
 
 
 def check_store(store: Path) -> None:

@@ -16,15 +16,14 @@ Prefect (same stages, same results). Prefect is imported only when the flow runs
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from candleflow.errors import CandleflowError, InvalidRequest
 from candleflow.loading.pipeline import LoadRequest, LoadSummary, run_load, stage_plan
 from candleflow.progress import LoggingSink, ProgressTracker, Sink
-from candleflow.sources.registry import make_source
+from candleflow.sources.registry import IBOptions, SourceOptions, SyntheticOptions, make_source
 from candleflow.store.bar_store import BarStore
 
 __all__ = ["DEMO_SOURCES", "IB_TIME_SCALE", "DemoResult", "run_demo"]
@@ -71,7 +70,7 @@ def run_demo(
         for tf in timeframes
     ]
     if source == "synthetic":
-        options = {"source": "synthetic", "seed": _SEED}
+        options = SyntheticOptions(seed=_SEED)
         loads = _run(
             root, requests, options, start=start, end=end, progress=progress, direct=direct
         )
@@ -82,12 +81,7 @@ def run_demo(
 
     load_ib_library()  # a missing client library is reported before the simulator starts
     with IBSimulator(port=0, seed=_SEED, time_scale=IB_TIME_SCALE) as sim:
-        ib_options: dict[str, Any] = {
-            "source": "ib",
-            "ib_host": sim.host,
-            "ib_port": sim.port,
-            "ib_time_scale": IB_TIME_SCALE,
-        }
+        ib_options = IBOptions(ib_host=sim.host, ib_port=sim.port, time_scale=IB_TIME_SCALE)
         loads = _run(
             root, requests, ib_options, start=start, end=end, progress=progress, direct=direct
         )
@@ -104,7 +98,7 @@ def run_demo(
 def _run(
     root: Path,
     requests: Sequence[tuple[str, LoadRequest]],
-    options: Mapping[str, Any],
+    options: SourceOptions,
     *,
     start: str,
     end: str,
@@ -113,13 +107,9 @@ def _run(
 ) -> list[tuple[str, LoadSummary]]:
     if not direct:
         return _run_flows(root, requests, options, start=start, end=end, progress=progress)
-    # The registry speaks ``time_scale``; the flow's parameter is ``ib_time_scale``.
-    source_options = {k: v for k, v in options.items() if k not in ("source", "ib_time_scale")}
-    if "ib_time_scale" in options:
-        source_options["time_scale"] = options["ib_time_scale"]
     store = BarStore(root)
     summaries: list[tuple[str, LoadSummary]] = []
-    bar_source = make_source(options["source"], **source_options)
+    bar_source = make_source(options)
     try:
         for run, request in requests:
             with _sink(progress) as sink:
@@ -135,7 +125,7 @@ def _run(
 def _run_flows(
     root: Path,
     requests: Sequence[tuple[str, LoadRequest]],
-    options: Mapping[str, Any],
+    options: SourceOptions,
     *,
     start: str,
     end: str,
@@ -144,7 +134,7 @@ def _run_flows(
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     from candleflow.cli.common import connect_api
-    from flows.load_data import load_data
+    from flows.load_data import load_data, load_parameters
     from tasks.progress import progress_context
 
     connect_api()
@@ -155,7 +145,8 @@ def _run_flows(
             with _sink(progress) as sink, progress_context(extra_sinks=[sink]) as handle:
                 state = load_data(
                     request.symbol, request.timeframe.name, start=start, end=end,
-                    mode=request.mode.value, store=str(root), **options, return_state=True,
+                    mode=request.mode.value, store=str(root), **load_parameters(options),
+                    return_state=True,
                 )  # fmt: skip
             if not state.is_completed() or handle.summary is None:
                 raise CandleflowError(

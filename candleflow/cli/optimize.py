@@ -215,7 +215,7 @@ def optimize(
     # The backtest package imports numba (~0.5 s): only inside commands, so `--help` stays quick.
     from candleflow.backtest import BacktestConfig, get_strategy
     from candleflow.models import parse_symbol
-    from candleflow.optimize.search import OBJECTIVES
+    from candleflow.optimize.search import check_search
     from candleflow.optimize.space import parse_space
     from candleflow.store.bar_store import BarStore
     from candleflow.timeframes import parse_timeframe
@@ -225,14 +225,7 @@ def optimize(
     tf = parse_timeframe(timeframe)
     spec = get_strategy(strategy)
     parse_space(space, spec)
-    if method not in ("bayes", "random", "grid"):
-        raise InvalidRequest(f"unknown method {method!r}: use bayes, random or grid")
-    if objective.strip().lower() not in OBJECTIVES:
-        raise InvalidRequest(f"unknown objective {objective!r}: use one of {', '.join(OBJECTIVES)}")
-    for option, value in (("iterations", iterations), ("batch-size", batch_size),
-                          ("concurrency", concurrency)):  # fmt: skip
-        if value < 1:
-            raise InvalidRequest(f"--{option} {value} is invalid: use ≥ 1")
+    check_search(method, iterations, objective, batch_size=batch_size, concurrency=concurrency)
     BacktestConfig(cash=cash, commission=commission, slippage=slippage)
     if dask_address and not dask:
         raise InvalidRequest("--dask-address needs --dask")

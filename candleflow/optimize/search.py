@@ -45,6 +45,7 @@ keeps every :class:`Evaluation`. Rules:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -59,12 +60,19 @@ from candleflow.backtest import (
     Metrics,
     PreparedBars,
     StrategySpec,
-    backtest_metrics,
     get_strategy,
 )
 from candleflow.backtest.grid import SmaCrossGrid, is_sma_cross
 from candleflow.backtest.strategies import ParamValue
 from candleflow.errors import Cancelled, InvalidRequest
+from candleflow.optimize.evaluate import (
+    OBJECTIVES,
+    BatchEvaluator,
+    Params,
+    evaluate_params,
+    objective_field,
+    objective_value,
+)
 from candleflow.optimize.space import (
     Categorical,
     Dimension,
@@ -94,22 +102,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Params = dict[str, ParamValue]
 EvaluateBatch = Callable[[Sequence[Params]], Sequence[Metrics]]
 Method = Literal["grid", "random", "bayes"]
 
-#: Objective name → (Metrics field, sign); the search maximises sign × field.
-OBJECTIVES: dict[str, tuple[str, float]] = {
-    "sharpe": ("sharpe", 1.0),
-    "return": ("total_return", 1.0),
-    "total_return": ("total_return", 1.0),
-    "cagr": ("cagr", 1.0),
-    "calmar": ("calmar", 1.0),
-    "final_equity": ("final_equity", 1.0),
-    "win_rate": ("win_rate", 1.0),
-    "profit_factor": ("profit_factor", 1.0),
-    "max_drawdown": ("max_drawdown", -1.0),
-}
 _ESTIMATORS = {"gp": "GP", "forest": "RF", "rf": "RF", "et": "ET", "gbrt": "GBRT"}
 
 
@@ -165,21 +160,6 @@ def _rank(value: float) -> float:
     return value if not math.isnan(value) else -math.inf
 
 
-def objective_value(metrics: Metrics, objective: str) -> float:
-    """The value the search maximises for ``objective`` (see :data:`OBJECTIVES`)."""
-    name, sign = _objective(objective)
-    return sign * float(getattr(metrics, name))
-
-
-def _objective(objective: str) -> tuple[str, float]:
-    try:
-        return OBJECTIVES[objective.strip().lower()]
-    except KeyError:
-        raise InvalidRequest(
-            f"unknown objective {objective!r}: use one of {', '.join(OBJECTIVES)}"
-        ) from None
-
-
 def check_search(
     method: str,
     iterations: int | None,
@@ -196,18 +176,24 @@ def check_search(
     ``concurrency`` (calls a caller's evaluator runs at once) ≥ 1; ``base_estimator`` gp or
     forest.
     """
-    _objective(objective)
+    objective_field(objective)
     if method not in ("grid", "random", "bayes"):
-        raise InvalidRequest(f"unknown method {method!r}: use grid, random or bayes")
+        raise InvalidRequest(
+            f"unknown method {method!r}: use grid, random or bayes", "method", method
+        )
     if method != "grid" and iterations is None:
-        raise InvalidRequest(f"method {method!r} needs a number of iterations")
+        raise InvalidRequest(f"method {method!r} needs a number of iterations", "iterations")
     for name, count in (("iterations", iterations), ("batch_size", batch_size),
                         ("concurrency", concurrency)):  # fmt: skip
         if count is not None and count < 1:
-            raise InvalidRequest(f"{name}={count}: use ≥ 1")
+            raise InvalidRequest(f"{name}={count}: use ≥ 1", name, count)
     estimator = _ESTIMATORS.get(base_estimator.strip().lower())
     if estimator is None:
-        raise InvalidRequest(f"unknown base_estimator {base_estimator!r}: use gp or forest")
+        raise InvalidRequest(
+            f"unknown base_estimator {base_estimator!r}: use gp or forest",
+            "base_estimator",
+            base_estimator,
+        )
     return estimator
 
 
@@ -232,84 +218,6 @@ def planned_iterations(
             if count >= iterations:
                 break
     return count
-
-
-def evaluate_params(
-    bars: pd.DataFrame | PreparedBars,
-    strategy: str | StrategySpec,
-    param_sets: Sequence[Mapping[str, object]],
-    *,
-    config: BacktestConfig | None = None,
-    start: int = 0,
-    stop: int | None = None,
-    timeframe: str | None = None,
-    progress: Span | None = None,
-    cancel_token: CancelToken | None = None,
-) -> list[Metrics]:
-    """Backtest each parameter set on bars ``start``..``stop - 1``, sharing one indicator cache;
-    the one implementation behind every evaluator (a Prefect task calls it for its batch).
-
-    Each backtest opens a candle child span under ``progress``. On cancellation it raises
-    :class:`~candleflow.errors.Cancelled` whose ``partial`` is the list finished so far.
-    """
-    prepared = bars if isinstance(bars, PreparedBars) else PreparedBars.from_frame(bars)
-    results: list[Metrics] = []
-    for params in param_sets:
-        try:
-            metrics = backtest_metrics(
-                prepared,
-                strategy,
-                params,
-                config=config,
-                timeframe=timeframe,
-                start=start,
-                stop=stop,
-                progress=progress,
-                cancel_token=cancel_token,
-            )
-        except Cancelled as exc:
-            raise Cancelled(str(exc), partial=results) from exc
-        results.append(metrics)
-    return results
-
-
-class BatchEvaluator:
-    """The default in-process ``evaluate_batch``: the bars prepared (and their indicators
-    cached) once for the whole search."""
-
-    def __init__(
-        self,
-        bars: pd.DataFrame | PreparedBars,
-        strategy: str | StrategySpec,
-        *,
-        config: BacktestConfig | None = None,
-        start: int = 0,
-        stop: int | None = None,
-        timeframe: str | None = None,
-        progress: Span | None = None,
-        cancel_token: CancelToken | None = None,
-    ) -> None:
-        self.bars = bars if isinstance(bars, PreparedBars) else PreparedBars.from_frame(bars)
-        self.strategy = get_strategy(strategy)
-        self.config = config
-        self.start = start
-        self.stop = stop
-        self.timeframe = timeframe
-        self.progress = progress
-        self.cancel_token = cancel_token
-
-    def __call__(self, param_sets: Sequence[Params]) -> list[Metrics]:
-        return evaluate_params(
-            self.bars,
-            self.strategy,
-            param_sets,
-            config=self.config,
-            start=self.start,
-            stop=self.stop,
-            timeframe=self.timeframe,
-            progress=self.progress,
-            cancel_token=self.cancel_token,
-        )
 
 
 class _Feasibility:
@@ -629,7 +537,7 @@ def optimize(
             chunk = (config or BacktestConfig()).chunk_size // grid.bar_count
             return grid, max(1, chunk)
 
-    with stage if stage is not None else _NullContext():
+    with stage if stage is not None else contextlib.nullcontext():
         if method == "grid":
             infeasible = _grid(search, dims, feasible, iterations, batch_size, fused)
         elif method == "random":
@@ -706,11 +614,3 @@ def _out_of_sample(
             evaluations[i], out_of_sample=m, out_of_sample_objective=objective_value(m, objective)
         )
     return updated
-
-
-class _NullContext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None

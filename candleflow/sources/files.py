@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from datetime import tzinfo
 from pathlib import Path
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import pandas as pd
@@ -40,6 +39,7 @@ from candleflow.loading.calendars import (
 )
 from candleflow.models import INDEX_NAME, PRICE_COLUMNS, Instrument, Segment, parse_symbol
 from candleflow.sources.base import empty_bars, normalize_bars
+from candleflow.sources.options import parse_path, parse_time_zone
 from candleflow.timeframes import TIMEFRAMES, Timeframe, parse_timeframe
 
 logger = logging.getLogger(__name__)
@@ -103,21 +103,8 @@ class FileSource:
     name = "files"
 
     def __init__(self, path: str | os.PathLike[str], *, calendar_tz: str | None = None) -> None:
-        self.path = Path(path).expanduser()
-        if not self.path.exists():
-            raise InvalidRequest(
-                f"{self.path}: no such file or directory; give a CSV/Parquet file or a directory "
-                "of SYMBOL.csv / SYMBOL.parquet files"
-            )
-        self._tz: tzinfo | None = None
-        if calendar_tz is not None:
-            try:
-                self._tz = ZoneInfo(calendar_tz)
-            except (ZoneInfoNotFoundError, ValueError, TypeError):
-                raise InvalidRequest(
-                    f"unknown time zone {calendar_tz!r}: use an IANA name such as "
-                    "'America/New_York', or leave it unset to use the calendar's zone"
-                ) from None
+        self.path = parse_path(path)
+        self._tz: tzinfo | None = parse_time_zone(calendar_tz)
         self._lock = threading.Lock()
         self._api_calls = 0
         self._cache: dict[tuple[str, bool, str], _Cached] = {}

@@ -52,6 +52,7 @@ from candleflow.errors import (
 from candleflow.loading.calendars import DEFAULT_CALENDAR, get_calendar
 from candleflow.models import BAR_COLUMNS, INDEX_NAME, Instrument, Segment, parse_symbol
 from candleflow.progress import CancelToken
+from candleflow.sources.options import parse_seconds
 from candleflow.sources.pacing import (
     OPEN_GATE,
     PacingLimiter,
@@ -181,14 +182,12 @@ class IBSource:
         cancel_token: CancelToken | None = None,
         request_gate: RequestGate | None = None,
     ) -> None:
-        if not timeout > 0:
-            raise InvalidRequest(f"timeout must be a positive number of seconds, got {timeout!r}")
         if reconnect_attempts < 0:
             raise InvalidRequest(f"reconnect_attempts must be >= 0, got {reconnect_attempts!r}")
         self.host = host
         self.port = int(port)
         self.client_id = int(client_id)
-        self.timeout = float(timeout)
+        self.timeout = parse_seconds(timeout, "timeout", positive=True)
         self.limiter = limiter or shared_limiter(f"ib:{host}:{port}")
         self.request_gate: RequestGate = request_gate or OPEN_GATE
         self.calendar_map = {parse_symbol(k): v for k, v in (calendar_map or {}).items()}

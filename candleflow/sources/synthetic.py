@@ -24,10 +24,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from candleflow.errors import Cancelled, InvalidRequest, NoData, UnknownSymbol
+from candleflow.errors import Cancelled, NoData, UnknownSymbol
 from candleflow.loading.calendars import DEFAULT_CALENDAR, expected_bars, get_calendar, to_utc
 from candleflow.models import INDEX_NAME, Instrument, Segment, parse_symbol, parse_timestamp
 from candleflow.sources.base import normalize_bars
+from candleflow.sources.options import SyntheticOptions
 from candleflow.timeframes import Timeframe, parse_timeframe
 
 logger = logging.getLogger(__name__)
@@ -212,11 +213,8 @@ class SyntheticSource:
         now: Callable[[], pd.Timestamp] | None = None,
         cancel_wait: Callable[[float], bool] | None = None,
     ) -> None:
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise InvalidRequest(f"seed must be an integer, got {seed!r}")
-        if not isinstance(delay, int | float) or delay < 0:
-            raise InvalidRequest(f"delay must be a non-negative number of seconds, got {delay!r}")
-        self.seed = seed
+        options = SyntheticOptions.parse(seed=seed, delay=delay)  # the one check of each value
+        self.seed = options.seed
         self._default_head = parse_timestamp(_DEFAULT_HEAD, what="head")
         self._heads: dict[str, pd.Timestamp] = {}
         if isinstance(head, Mapping):
@@ -228,7 +226,7 @@ class SyntheticSource:
             self._default_head = parse_timestamp(head, what="head")
         self._symbols = None if symbols is None else {parse_symbol(s) for s in symbols}
         self._unknown = {parse_symbol(s) for s in unknown}
-        self._delay = float(delay)
+        self._delay = options.delay
         self._fail = fail
         self._now = now
         self._cancel_wait = cancel_wait
