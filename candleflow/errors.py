@@ -12,7 +12,9 @@ its parameter.
 from __future__ import annotations
 
 import contextlib
+import errno
 from collections.abc import Iterator, Mapping
+from typing import ClassVar
 
 
 class CandleflowError(Exception):
@@ -106,6 +108,38 @@ class StoreCorrupted(CandleflowError):
         )
         self.path = path
         self.reason = reason
+
+
+class StoreWriteFailed(CandleflowError):
+    """The operating system refused a write into the store (disk full, read-only, permissions).
+
+    ``root`` is the store, ``path`` the file being written, ``reason`` the system's words. The
+    write was atomic: the file at ``path`` still holds its previous version.
+    """
+
+    _FIXES: ClassVar[Mapping[int, str]] = {
+        errno.ENOSPC: "free space on its disk or give another store root",
+        errno.EDQUOT: "free space within the disk quota or give another store root",
+        errno.EROFS: "its filesystem is mounted read-only: give a writable store root",
+        errno.EACCES: "make it writable for this user or give another store root",
+        errno.EPERM: "make it writable for this user or give another store root",
+    }
+
+    def __init__(self, root: str, path: str, reason: str, errno_: int | None = None) -> None:
+        fix = self._FIXES.get(errno_ or 0, "check that it is writable and has space")
+        super().__init__(
+            f"cannot write to store {root} ({reason}, writing {path}); {fix} — "
+            "the data stored before is unchanged"
+        )
+        self.root = root
+        self.path = path
+        self.reason = reason
+        self.errno = errno_
+
+    @classmethod
+    def from_os_error(cls, root: str, path: str, exc: OSError) -> StoreWriteFailed:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        return cls(root, path, reason, exc.errno)
 
 
 class StoreBusy(CandleflowError, TimeoutError):

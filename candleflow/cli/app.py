@@ -40,6 +40,7 @@ from candleflow.cli.common import (
     flow_exit_code,
     out,
     run_flow_in_process,
+    terminal_log_filter,
 )
 from candleflow.errors import Cancelled, CandleflowError, InvalidRequest, UnknownSymbol
 
@@ -149,7 +150,12 @@ def load(
     ib_time_scale: Annotated[
         float, typer.Option(help="IB pacing windows x this; match `ib-sim --time-scale`.")
     ] = 1.0,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Only the result and errors: no progress.")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show Prefect's run logs on the terminal.")
+    ] = False,
 ) -> int:
     """Load bars into the store through the load-data flow, with a progress bar.
 
@@ -187,9 +193,10 @@ def load(
             exchange=exchange, store=str(store), align=align, **load_parameters(options),
         ),
         quiet=quiet,
+        verbose=verbose,
     )  # fmt: skip
     if handle.summary is not None:
-        _print_load_summary(handle.summary)
+        _print_load_summary(handle.summary, exchange)
     code = flow_exit_code(state, handle, reraise=(InvalidRequest, UnknownSymbol))
     if code is not None:
         return code
@@ -201,16 +208,46 @@ def load(
     return EXIT_OK
 
 
-def _print_load_summary(summary: dict[str, object]) -> None:
-    table = Table(title=f"load {summary['symbol']} {summary['timeframe']} ({summary['mode']})")
-    for col in ("range", "rows added", "rows", "segments", "API calls", "missing", "s"):
-        table.add_column(col, justify="left" if col == "range" else "right")
+def _print_load_summary(summary: dict[str, object], exchange: str) -> None:
+    # The range is the title's second line: as a column it squeezed the numbers at 80 columns.
+    title = f"load {summary['symbol']} {summary['timeframe']} ({summary['mode']})"
+    table = Table(title=f"{title}\n{exchange_range(summary['start'], summary['end'], exchange)}")
+    for col in ("rows added", "rows", "segments", "API calls", "missing", "s"):
+        table.add_column(col, justify="right")
     table.add_row(
-        f"{summary['start']} → {summary['end']}",
         f"{summary['rows_added']:,}", f"{summary['rows_after']:,}", str(summary["segments"]),
         str(summary["api_calls"]), str(summary["missing_bars_left"]), str(summary["duration_s"]),
     )  # fmt: skip
     out().print(table)
+
+
+def exchange_range(start: object, end: object, exchange: str) -> str:
+    """A load's window in the exchange's time, to the minute, trimmed to its trading hours:
+    "2024-01-02 09:30 → 2024-03-28 16:00 America/New_York" (the window itself is UTC and ends
+    at midnight after the last day; a user thinks in sessions)."""
+    import pandas as pd
+
+    from candleflow.loading.calendars import get_calendar
+
+    first, last = pd.Timestamp(str(start)), pd.Timestamp(str(end))
+    first = first.tz_localize("UTC") if first.tzinfo is None else first.tz_convert("UTC")
+    last = last.tz_localize("UTC") if last.tzinfo is None else last.tz_convert("UTC")
+    cal = get_calendar(exchange, first)
+    tz = cal.tz
+    with contextlib.suppress(Exception):  # outside the calendar's range: the window as it is
+        sessions = cal.sessions_in_range(
+            first.tz_convert(tz).normalize().tz_localize(None),
+            last.tz_convert(tz).normalize().tz_localize(None),
+        )
+        opens = cal.opens.reindex(sessions).dropna()
+        closes = cal.closes.reindex(sessions).dropna()
+        inside_open = opens[(opens >= first) & (opens < last)]
+        inside_close = closes[(closes > first) & (closes <= last)]
+        if len(inside_open) and len(inside_close):
+            first = max(first, pd.Timestamp(inside_open.iloc[0]))
+            last = min(last, pd.Timestamp(inside_close.iloc[-1]))
+    fmt = "%Y-%m-%d %H:%M"
+    return f"{first.tz_convert(tz):{fmt}} → {last.tz_convert(tz):{fmt}} {tz}"
 
 
 def _parse_run_id(run_id: str) -> UUID:
@@ -349,22 +386,17 @@ _ABORTS = (click.exceptions.Abort, typer.Abort)
 _USAGE_ERRORS = _usage_errors()
 
 
-def _no_run_logs(record: logging.LogRecord) -> bool:
-    """Keep a flow's run logs off the terminal: the progress display and the command's own
-    summary or one-line error say what happened, and the run's logs are in the UI in full."""
-    return not record.name.startswith(("prefect.flow_runs", "prefect.task_runs"))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
     root = logging.getLogger()
     if not root.handlers:  # as logging.basicConfig, and never touching a host's handlers
-        # Prefect's run loggers propagate here: without the level and the filter their INFO
-        # lines would break the progress bar (the run's logs reach the API and the UI in full).
+        # Prefect's run loggers propagate here: without the level and the filter their lines
+        # would break the progress bar (the run's logs reach the API and the UI in full;
+        # --verbose lifts both, see common.show_prefect_logs).
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         handler.setLevel(logging.WARNING)
-        handler.addFilter(_no_run_logs)
+        handler.addFilter(terminal_log_filter)
         root.addHandler(handler)
         root.setLevel(logging.WARNING)
     # Prefect's own console handler; set before Prefect is imported (commands import it lazily).

@@ -8,6 +8,7 @@ Nothing here imports Prefect at module level: commands import flows lazily, so `
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import threading
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from candleflow.errors import InvalidRequest
+from candleflow.errors import Cancelled, CandleflowError, InvalidRequest
 
 if TYPE_CHECKING:
     from candleflow.progress import Sink
@@ -83,12 +84,45 @@ def sigint_cancels(token: Any) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def connect_api() -> str:
+def connect_api(*, quiet: bool = False) -> str:
     """The Prefect API for this command: ``PREFECT_API_URL``, else the managed local server
-    (started in the background on first need, announced once on stderr)."""
+    (started in the background on first need, announced once on stderr unless ``quiet``)."""
     from candleflow.cli.managed import ensure_api
 
-    return ensure_api(announce=lambda message: err.print(message, highlight=False, markup=False))
+    def announce(message: str) -> None:
+        if not quiet:
+            err.print(message, highlight=False, markup=False)
+
+    return ensure_api(announce=announce)
+
+
+def terminal_log_filter(record: logging.LogRecord) -> bool:
+    """What of the logging reaches the terminal without ``--verbose``: not Prefect's own lines.
+
+    A flow's run logs would break the progress display and repeat, as tracebacks, the one-line
+    error the command prints; Prefect's services add shutdown chatter ("EventsWorker: Still
+    processing items"). The run's logs are in the UI in full, and ``--verbose`` shows them here.
+    """
+    if record.name.split(".")[0] == "prefect" or record.name in _PREFECT_SERVICES:
+        return False
+    return f"{os.sep}prefect{os.sep}" not in (record.pathname or "")
+
+
+# Prefect's queue services log under their class names, not under "prefect.".
+_PREFECT_SERVICES = frozenset({"EventsWorker", "APILogWorker"})
+
+
+def show_prefect_logs() -> None:
+    """``--verbose``: Prefect's logs (run logs included, from INFO) on the terminal as well."""
+    os.environ["PREFECT_LOGGING_LEVEL"] = "INFO"
+    os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "INFO"
+    root = logging.getLogger()
+    for handler in root.handlers:
+        handler.removeFilter(terminal_log_filter)
+        handler.setLevel(logging.INFO)
+    root.setLevel(logging.INFO)
+    for name in ("prefect", "candleflow", "tasks", "flows"):
+        logging.getLogger(name).setLevel(logging.INFO)
 
 
 def run_flow_in_process(
@@ -96,22 +130,28 @@ def run_flow_in_process(
     parameters: dict[str, Any],
     *,
     quiet: bool = False,
+    verbose: bool = False,
     display: Callable[[Console], AbstractContextManager[Sink]] | None = None,
 ) -> tuple[Any, Any]:
     """Call ``flow_fn(**parameters)`` here, with Rich progress on stderr and Ctrl+C → cancel.
 
     ``display(console)`` makes the progress display, a context manager whose value is the sink
     fed the run's events (default: :class:`~candleflow.progress.display.RichSink`, one bar per
-    operation); ``quiet`` shows none. Returns ``(final state, progress handle)``; the handle
-    carries the flow run id and the summary the flow published.
+    operation); ``quiet`` shows none (nor the managed server's announcement); ``verbose`` shows
+    Prefect's logs too (see :func:`show_prefect_logs`). Returns ``(final state, progress
+    handle)``; the handle carries the flow run id and the summary the flow published.
     """
+    if verbose:
+        show_prefect_logs()
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     from candleflow.progress import CancelToken
     from candleflow.progress.wording import HoldOnCancel
     from tasks.progress import progress_context
 
-    connect_api()
+    if verbose:  # Prefect set its loggers' levels on import
+        show_prefect_logs()
+    connect_api(quiet=quiet)
     token = CancelToken()
     sinks: list[Sink] = []
     with contextlib.ExitStack() as stack:
@@ -137,8 +177,10 @@ def flow_exit_code(
 ) -> int | None:
     """Exit code for a flow run that did not complete (``None`` when it did).
 
-    A cancelled run → 130; a failed one → 1 with one line naming the run, unless its error is
-    one of ``reraise`` (e.g. bad input), which is raised for ``main`` to map to its exit code.
+    A cancelled run → 130. A run that failed on an error candleflow raises on purpose (a
+    ``CandleflowError``: a bad file, a store that cannot be written…) raises it again, so that
+    ``main`` prints the same one line and exit code as when it is raised before the flow starts;
+    so are ``reraise``'s. Any other failure → 1 with one line naming the run.
     """
     run = f"flow run {handle.flow_run_id}" if handle.flow_run_id else "flow run"
     if state.is_cancelled():
@@ -147,6 +189,8 @@ def flow_exit_code(
     if state.is_completed():
         return None
     error = state.result(raise_on_failure=False)
+    if isinstance(error, CandleflowError) and not isinstance(error, Cancelled):
+        raise error
     if reraise and isinstance(error, reraise):
         raise error
     err.print(f"error: {state.message} ({run})", highlight=False, markup=False)

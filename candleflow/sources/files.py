@@ -179,11 +179,15 @@ class FileSource:
         return Instrument(normalized, calendar=calendar.strip(), long_name=f"file {self.path}")
 
     def head_timestamp(self, instrument: Instrument, timeframe: Timeframe | str) -> pd.Timestamp:
-        """The first bar of the instrument's file (``NoData`` when the file has no rows)."""
+        """The first bar of the instrument's file (``InvalidRequest`` when the file has no rows:
+        a header line alone is a bad file, as an empty one is — not a range without data)."""
         self._count()
         frame = self.read(instrument.symbol, timeframe, instrument.calendar)
         if frame.empty:
-            raise NoData(f"{self._describe(instrument.symbol, timeframe)} has no bars")
+            raise InvalidRequest(
+                f"{self._describe(instrument.symbol, timeframe)} has no bars (a header line and "
+                "no rows); add one row per bar below the header"
+            )
         return pd.Timestamp(frame.index[0])
 
     def fetch(

@@ -34,7 +34,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from candleflow.errors import InvalidRequest, StoreBusy, StoreCorrupted
+from candleflow.errors import (
+    CandleflowError,
+    InvalidRequest,
+    StoreBusy,
+    StoreCorrupted,
+    StoreWriteFailed,
+)
 from candleflow.models import BAR_COLUMNS, INDEX_NAME, SYMBOL_RE, parse_timestamp
 from candleflow.store.atomic import atomic_write, json_default, make_dirs
 from candleflow.store.frames import check_ohlc, empty_bars, normalize_bars
@@ -212,19 +218,32 @@ class BarStore:
         Raises :class:`StoreBusy` after ``lock_timeout`` seconds. Reentrant within a thread.
         """
         series_dir, tf = self._resolve(source, symbol, timeframe)
-        make_dirs(series_dir)
         path = series_dir / LOCK_FILE
+        with self._writing(series_dir):
+            make_dirs(series_dir)
         # is_singleton shares one lock object per path in this process, which is what makes the
         # lock reentrant across BarStore instances; flock still excludes other threads/processes.
         flock = filelock.FileLock(path, is_singleton=True)
         try:
-            flock.acquire(timeout=self.lock_timeout)
+            with self._writing(path):
+                flock.acquire(timeout=self.lock_timeout)
         except filelock.Timeout:
             raise StoreBusy(str(path), f"{source}/{symbol}/{tf.name}", self.lock_timeout) from None
         try:
             yield
         finally:
             flock.release()
+
+    @contextlib.contextmanager
+    def _writing(self, path: Path) -> Iterator[None]:
+        """Within, the system refusing a write (disk full, read-only, permissions: ``OSError``)
+        raises :class:`StoreWriteFailed` naming this store and what to do."""
+        try:
+            yield
+        except (CandleflowError, filelock.Timeout):
+            raise
+        except OSError as exc:
+            raise StoreWriteFailed.from_os_error(str(self.root), str(path), exc) from exc
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -364,7 +383,8 @@ class BarStore:
             path = series_dir / META_FILE
             meta = self._load_meta(path)
             meta.update(fields)
-            self._store_meta(path, meta)
+            with self._writing(path):
+                self._store_meta(path, meta)
             # Round-trip so callers see what is stored (ISO strings, not Timestamp objects).
             return self._load_meta(path)
 
@@ -451,8 +471,9 @@ class BarStore:
             written: list[str] = []
             for key, part in merged.items():
                 path = series_dir / partition_relpath(key)
-                make_dirs(path.parent)
-                atomic_write(path, functools.partial(pq.write_table, _to_table(part)))
+                with self._writing(path):
+                    make_dirs(path.parent)
+                    atomic_write(path, functools.partial(pq.write_table, _to_table(part)))
                 written.append(str(path))
             rows_after = rows_before + rows_added
 
@@ -469,7 +490,8 @@ class BarStore:
                 last=last.isoformat(),
                 updated_at=pd.Timestamp.now(tz="UTC").isoformat(),
             )
-            self._store_meta(meta_path, stored)
+            with self._writing(meta_path):
+                self._store_meta(meta_path, stored)
 
         logger.info(
             "%s: stored %d bars (%d new, %d rows now) in %d partition(s)",
