@@ -75,29 +75,119 @@ TRADE_COLUMNS: tuple[str, ...] = (
 _N_TRADE_COLUMNS = len(TRADE_COLUMNS)
 
 
-@njit(cache=True, nogil=True)
-def _close_position(
-    state: FloatArray, trades: FloatArray, price: float, bar: int, commission: float
-) -> None:  # pragma: no cover - compiled
-    units = state[_UNITS]
-    entry = state[_ENTRY]
-    pnl = units * (price - entry)
+# -- the fill step -------------------------------------------------------------------------------
+# The rules above in one place: the engine's kernel and the fused grid (candleflow.backtest.grid)
+# both inline these (numba IR inlining, so each kernel keeps the account in registers).
+# numba's cache does not follow imports: after changing them, touch grid.py (or clear its
+# __pycache__) or the grid's cached kernel keeps the old rule (tests/backtest/test_grid.py fails).
+
+
+@njit(inline="always")
+def side(x: float) -> float:  # pragma: no cover - compiled
+    """The sign of ``x``: 1.0, -1.0 or 0.0 (long, short, flat)."""
+    return 1.0 if x > 0.0 else (-1.0 if x < 0.0 else 0.0)
+
+
+@njit(inline="always")
+def exit_position(
+    units: float, entry: float, entry_fee: float, price: float, commission: float
+) -> tuple[float, float, float]:  # pragma: no cover - compiled
+    """Closing ``units`` (entered at ``entry``, paying ``entry_fee``) at ``price``: the cash it
+    returns (P&L less the exit fee), the trade's net P&L (less both fees), and the exit fee."""
+    gain = units * (price - entry)
     fee = abs(units) * price * commission
-    state[_CASH] += pnl - fee
-    k = int(state[_N_TRADES])
-    fees = fee + state[_ENTRY_FEE]
-    trades[k, 0] = state[_ENTRY_BAR]
-    trades[k, 1] = bar
+    return gain - fee, gain - (fee + entry_fee), fee
+
+
+@njit(inline="always")
+def fill_at_open(
+    want: float,
+    price: float,
+    cash: float,
+    units: float,
+    entry: float,
+    entry_fee: float,
+    commission: float,
+    slippage: float,
+    size: float,
+    whole_units: bool,
+    reenter: bool,
+) -> tuple[float, float, float, float, bool, float, float, float, bool]:  # pragma: no cover
+    """An instruction to hold ``want`` (1.0 long, -1.0 short, 0.0 flat) filled at the open
+    ``price`` by an account of ``cash`` holding ``units`` entered at ``entry`` (module rules).
+
+    Returns ``(cash, units, entry, entry_fee, closed, exit_price, net_pnl, exit_fee, opened)``:
+    the account after the fill; whether a position was closed, at what price, with what net P&L
+    and exit fee; and whether one was opened (at the new ``entry``).
+    """
+    have = side(units)
+    closed = False
+    opened = False
+    exit_price = 0.0
+    net_pnl = 0.0
+    exit_fee = 0.0
+    if want != have or (reenter and want != 0.0):
+        if have != 0.0:
+            exit_price = price * (1.0 - have * slippage)
+            returned, net_pnl, exit_fee = exit_position(units, entry, entry_fee, exit_price,
+                                                        commission)  # fmt: skip
+            cash += returned
+            closed = True
+            units = 0.0
+            entry = 0.0
+            entry_fee = 0.0
+        if want != 0.0:
+            fill = price * (1.0 + want * slippage)
+            budget = max(cash, 0.0) * size
+            per_unit = fill + price * commission
+            amount = budget // per_unit if whole_units else budget / per_unit
+            if amount > 0.0:
+                entry_fee = amount * fill * commission
+                cash -= entry_fee
+                units = want * amount
+                entry = fill
+                opened = True
+    return cash, units, entry, entry_fee, closed, exit_price, net_pnl, exit_fee, opened
+
+
+@njit(inline="always")
+def mark_at_close(
+    price: float, cash: float, units: float, entry: float, entry_fee: float, commission: float
+) -> tuple[float, bool, float, float]:  # pragma: no cover - compiled
+    """The equity at the close ``price`` and the out-of-money rule: ``(equity, wiped, net_pnl,
+    exit_fee)``. At equity ≤ 0 the account is wiped out (equity 0; an open position is closed
+    at ``price`` with that net P&L and exit fee) and stays at 0."""
+    value = cash + (price * units - units * entry)
+    if value <= 0.0:
+        net_pnl = 0.0
+        exit_fee = 0.0
+        if units != 0.0:
+            _, net_pnl, exit_fee = exit_position(units, entry, entry_fee, price, commission)
+        return 0.0, True, net_pnl, exit_fee
+    return value, False, 0.0, 0.0
+
+
+@njit(inline="always")
+def _record_trade(
+    trades: FloatArray,
+    k: int,
+    entry_bar: float,
+    exit_bar: int,
+    units: float,
+    entry: float,
+    exit_price: float,
+    net_pnl: float,
+    fees: float,
+) -> int:  # pragma: no cover - compiled
+    trades[k, 0] = entry_bar
+    trades[k, 1] = exit_bar
     trades[k, 2] = units
     trades[k, 3] = entry
-    trades[k, 4] = price
-    trades[k, 5] = pnl - fees
-    trades[k, 6] = (pnl - fees) / (abs(units) * entry)
+    trades[k, 4] = exit_price
+    trades[k, 5] = net_pnl
+    trades[k, 6] = net_pnl / (abs(units) * entry)
     trades[k, 7] = fees
-    state[_N_TRADES] = k + 1
-    state[_UNITS] = 0.0
-    state[_ENTRY] = 0.0
-    state[_ENTRY_FEE] = 0.0
+    return k + 1
 
 
 @njit(cache=True, nogil=True)
@@ -117,46 +207,53 @@ def _simulate_chunk(
     whole_units: bool,
     reenter: bool,
 ) -> None:  # pragma: no cover - compiled
-    """Bars ``lo``..``hi - 1`` of a run that started flat at ``begin`` (module rules)."""
+    """Bars ``lo``..``hi - 1`` of a run that started flat at ``begin`` (module rules); the
+    account is read from ``state`` and written back at the end."""
+    cash = state[_CASH]
+    units = state[_UNITS]
+    entry = state[_ENTRY]
+    entry_bar = state[_ENTRY_BAR]
+    entry_fee = state[_ENTRY_FEE]
+    n_trades = int(state[_N_TRADES])
+    dead = state[_DEAD] != 0.0
+    exposed = state[_EXPOSED]
     for i in range(lo, hi):
-        if state[_DEAD] != 0.0:
+        if dead:
             equity[i] = 0.0
             continue
-        if i > begin:
-            signal = target[i - 1]
-            if not np.isnan(signal):
-                want = 1.0 if signal > 0.0 else (-1.0 if signal < 0.0 else 0.0)
-                units = state[_UNITS]
-                have = 1.0 if units > 0.0 else (-1.0 if units < 0.0 else 0.0)
-                if want != have or (reenter and want != 0.0):
-                    price = open_[i]
-                    if have != 0.0:
-                        _close_position(
-                            state, trades, price * (1.0 - have * slippage), i, commission
-                        )
-                    if want != 0.0:
-                        fill = price * (1.0 + want * slippage)
-                        budget = max(state[_CASH], 0.0) * size
-                        per_unit = fill + price * commission
-                        amount = budget // per_unit if whole_units else budget / per_unit
-                        if amount > 0.0:
-                            fee = amount * fill * commission
-                            state[_CASH] -= fee
-                            state[_UNITS] = want * amount
-                            state[_ENTRY] = fill
-                            state[_ENTRY_BAR] = i
-                            state[_ENTRY_FEE] = fee
-        units = state[_UNITS]
-        value = state[_CASH] + (close[i] * units - units * state[_ENTRY])
-        if value <= 0.0:
+        if i > begin and not np.isnan(target[i - 1]):
+            held, held_entry, held_fee = units, entry, entry_fee
+            cash, units, entry, entry_fee, closed, exit_price, net_pnl, exit_fee, opened = (
+                fill_at_open(side(target[i - 1]), open_[i], cash, units, entry, entry_fee,
+                             commission, slippage, size, whole_units, reenter)
+            )  # fmt: skip
+            if closed:
+                n_trades = _record_trade(trades, n_trades, entry_bar, i, held, held_entry,
+                                         exit_price, net_pnl, exit_fee + held_fee)  # fmt: skip
+            if opened:
+                entry_bar = i
+        value, wiped, net_pnl, exit_fee = mark_at_close(close[i], cash, units, entry, entry_fee,
+                                                        commission)  # fmt: skip
+        if wiped:
             if units != 0.0:
-                _close_position(state, trades, close[i], i, commission)
-            state[_CASH] = 0.0
-            state[_DEAD] = 1.0
-            value = 0.0
+                n_trades = _record_trade(trades, n_trades, entry_bar, i, units, entry, close[i],
+                                         net_pnl, exit_fee + entry_fee)  # fmt: skip
+            cash = 0.0
+            units = 0.0
+            entry = 0.0
+            entry_fee = 0.0
+            dead = True
         equity[i] = value
-        if state[_UNITS] != 0.0:
-            state[_EXPOSED] += 1.0
+        if units != 0.0:
+            exposed += 1.0
+    state[_CASH] = cash
+    state[_UNITS] = units
+    state[_ENTRY] = entry
+    state[_ENTRY_BAR] = entry_bar
+    state[_ENTRY_FEE] = entry_fee
+    state[_N_TRADES] = n_trades
+    state[_DEAD] = 1.0 if dead else 0.0
+    state[_EXPOSED] = exposed
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,9 +3,12 @@
 Each distinct SMA window is taken once from the :class:`~candleflow.backtest.IndicatorCache`
 (the very arrays the strategy reads), then one compiled call loops over a chunk of
 (fast, slow, long_only) cells: the strict-cross targets of
-:func:`~candleflow.backtest.strategies.cross_targets`, the engine's own fill kernel and the
-equity-curve statistics of :mod:`.metrics`, so every cell's :class:`Metrics` equals what
-:func:`~candleflow.backtest.backtest_metrics` gives for it, bit for bit (the tests check).
+:func:`~candleflow.backtest.strategies.cross_targets`, the engine's own fill step
+(:func:`~candleflow.backtest.engine.fill_at_open` and
+:func:`~candleflow.backtest.engine.mark_at_close`, inlined) and the equity-curve statistics of
+:mod:`.metrics`, so every cell's :class:`Metrics` equals what
+:func:`~candleflow.backtest.backtest_metrics` gives for it, bit for bit (the tests check every
+cell).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from candleflow.backtest.engine import BacktestConfig, PreparedBars
+from candleflow.backtest.engine import BacktestConfig, PreparedBars, fill_at_open, mark_at_close
 from candleflow.backtest.metrics import Metrics, _years, annualisation, metrics_from_stats
 from candleflow.backtest.strategies import STRATEGIES, FloatArray, ParamValue, StrategySpec
 from candleflow.timeframes import Timeframe, parse_timeframe
@@ -138,10 +141,11 @@ def _sma_cross_cells(
 ) -> FloatArray:  # pragma: no cover - compiled
     """Per cell, the statistics row (``_N_STATS`` columns) :func:`metrics_from_stats` needs.
 
-    One pass per cell does what ``cross_targets``, ``engine._simulate_chunk`` (with
-    ``_close_position``) and the first pass of ``metrics._curve_stats`` do, with the same float
-    operations in the same order but the account held in local variables (registers) rather than
-    the engine's state vector; the bar returns are kept for ``_curve_stats``' second pass.
+    One pass per cell does what ``cross_targets``, ``engine._simulate_chunk`` and the first
+    pass of ``metrics._curve_stats`` do: the strict cross decides the instruction, the engine's
+    fill step (``fill_at_open``, ``mark_at_close``) fills it, and the curve statistics follow
+    with the same float operations in the same order; the bar returns are kept for
+    ``_curve_stats``' second pass.
     """
     cells = fast_row.shape[0]
     count = end - begin
@@ -182,45 +186,25 @@ def _sma_cross_cells(
                     below_or_equal = cur_a <= cur_b
                     above_or_equal = cur_a >= cur_b
                     if up | down_:
-                        want = 1.0 if up else short
-                        have = 1.0 if units > 0.0 else (-1.0 if units < 0.0 else 0.0)
-                        if want != have or (reenter and want != 0.0):
-                            price = open_[i]
-                            if have != 0.0:
-                                exit_price = price * (1.0 - have * slippage)
-                                gain = units * (exit_price - entry)
-                                fee = abs(units) * exit_price * commission
-                                balance += gain - fee
-                                cell_pnl[trades] = gain - (fee + entry_fee)
-                                trades += 1
-                                units = 0.0
-                                entry = 0.0
-                                entry_fee = 0.0
-                            if want != 0.0:
-                                fill = price * (1.0 + want * slippage)
-                                budget = max(balance, 0.0) * size
-                                per_unit = fill + price * commission
-                                amount = budget // per_unit if whole_units else budget / per_unit
-                                if amount > 0.0:
-                                    fee = amount * fill * commission
-                                    balance -= fee
-                                    units = want * amount
-                                    entry = fill
-                                    entry_fee = fee
-                value = balance + (close[i] * units - units * entry)
-                if value <= 0.0:
+                        balance, units, entry, entry_fee, closed, _price, net_pnl, _fee, _opened = (
+                            fill_at_open(1.0 if up else short, open_[i], balance, units, entry,
+                                         entry_fee, commission, slippage, size, whole_units,
+                                         reenter)
+                        )  # fmt: skip
+                        if closed:
+                            cell_pnl[trades] = net_pnl
+                            trades += 1
+                value, wiped, net_pnl, _fee = mark_at_close(close[i], balance, units, entry,
+                                                            entry_fee, commission)  # fmt: skip
+                if wiped:
                     if units != 0.0:
-                        price = close[i]
-                        gain = units * (price - entry)
-                        fee = abs(units) * price * commission
-                        cell_pnl[trades] = gain - (fee + entry_fee)
+                        cell_pnl[trades] = net_pnl
                         trades += 1
-                        units = 0.0
-                        entry = 0.0
-                        entry_fee = 0.0
                     balance = 0.0
+                    units = 0.0
+                    entry = 0.0
+                    entry_fee = 0.0
                     dead = True
-                    value = 0.0
                 if units != 0.0:
                     exposed += 1
             # _curve_stats, first pass
