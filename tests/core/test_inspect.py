@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -20,29 +18,11 @@ from candleflow.loading.calendars import expected_bars
 from candleflow.models import GapClass
 from candleflow.store.bar_store import BarStore
 from candleflow.store.inspect import PartitionInfo, describe_series, render_text
+from tests.core.conftest import ramp_bars, utc
 
 START, END = pd.Timestamp("2024-01-01", tz="UTC"), pd.Timestamp("2025-01-01", tz="UTC")
 NOW = pd.Timestamp("2025-06-01", tz="UTC")
 GAP_DAY = pd.Timestamp("2024-03-05", tz="UTC")
-
-
-def utc(text: str) -> pd.Timestamp:
-    return pd.Timestamp(text, tz="UTC")
-
-
-def bars_on(index: pd.DatetimeIndex) -> pd.DataFrame:
-    n = len(index)
-    price = 100.0 + np.arange(n) * 0.01
-    return pd.DataFrame(
-        {
-            "open": price,
-            "high": price + 0.5,
-            "low": price - 0.5,
-            "close": price + 0.1,
-            "volume": np.full(n, 1000.0),
-        },
-        index=pd.DatetimeIndex(index, name="timestamp"),
-    )
 
 
 def year_minus_one_day() -> pd.DatetimeIndex:
@@ -53,13 +33,8 @@ def year_minus_one_day() -> pd.DatetimeIndex:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> BarStore:
-    return BarStore(tmp_path / "store")
-
-
-@pytest.fixture
 def filled(store: BarStore) -> BarStore:
-    store.write("synthetic", "AAPL", "1h", bars_on(year_minus_one_day()))
+    store.write("synthetic", "AAPL", "1h", ramp_bars(year_minus_one_day()))
     return store
 
 
@@ -130,7 +105,7 @@ def test_a_short_last_bar_does_not_invent_a_gap_after_it(store: BarStore) -> Non
     # The series ends with a 09:30 clock bar, which ends at 10:00; the 10:00 bar is not "missing".
     starts = expected_bars("XNYS", "1h", START, utc("2024-01-03 15:00")).starts
     assert starts[-1] == utc("2024-01-03 14:30")
-    store.write("synthetic", "AAPL", "1h", bars_on(starts))
+    store.write("synthetic", "AAPL", "1h", ramp_bars(starts))
     report = describe_series(store, "synthetic", "AAPL", "1h", now=NOW)
     assert (report.rows, report.expected, report.gaps) == (8, 8, ())
 
@@ -138,7 +113,7 @@ def test_a_short_last_bar_does_not_invent_a_gap_after_it(store: BarStore) -> Non
 def test_session_aligned_series_is_detected_and_misses_nothing(store: BarStore) -> None:
     index = expected_bars("XNYS", "1h", START, END, align="session").starts
     assert index[1] == utc("2024-01-02 15:30")  # 10:30 New York: a vendor's bar
-    store.write("csv", "AAPL", "1h", bars_on(index))
+    store.write("csv", "AAPL", "1h", ramp_bars(index))
 
     report = describe_series(store, "csv", "AAPL", "1h", now=NOW)
     assert report.align == "session"

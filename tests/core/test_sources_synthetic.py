@@ -16,6 +16,7 @@ from candleflow.models import BAR_COLUMNS, INDEX_NAME, Instrument, Segment
 from candleflow.sources.base import Source
 from candleflow.sources.synthetic import SyntheticSource
 from candleflow.timeframes import parse_timeframe
+from tests.timing import budget
 
 H1 = parse_timeframe("1h")
 M1 = parse_timeframe("1m")
@@ -276,11 +277,11 @@ def test_delay_goes_through_cancel_wait() -> None:
 
 
 def test_cancelled_delay_raises_promptly() -> None:
-    source = SyntheticSource(delay=3600.0, cancel_wait=lambda seconds: True)
-    began = time.monotonic()
+    waits: list[float] = []
+    source = SyntheticSource(delay=3600.0, cancel_wait=lambda s: waits.append(s) is None)
     with pytest.raises(Cancelled, match="AAPL"):
         source.fetch(AAPL, H1, seg("2024-01-02", "2024-01-03"))
-    assert time.monotonic() - began < 5  # an hour's delay was not slept
+    assert waits == [3600.0]  # the hour went to the cancellable wait (which said cancelled) only
 
 
 def test_bars_matches_fetch_and_reads_naive_bounds_in_exchange_time() -> None:
@@ -305,4 +306,4 @@ def test_two_years_of_minutes_generate_quickly() -> None:
     bars = source.bars(AAPL, M1, utc("2022-01-01"), utc("2024-01-01"))
     elapsed = time.perf_counter() - began
     assert len(bars) > 190_000
-    assert elapsed < 1.5
+    assert elapsed < budget(1.5)

@@ -61,11 +61,6 @@ def files_under(path: Path) -> set[Path]:
     return {p for p in path.rglob("*")}
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> BarStore:
-    return BarStore(tmp_path / "store")
-
-
 # -- round trips, layout, merge ----------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,6 +33,13 @@ def quiet_env(home: Path) -> dict[str, str]:
     return env
 
 
+def one_line(err: str) -> str:
+    """The one non-blank line of ``err``: a CLI's error must fit on one line."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
 def candleflow(
     env: dict[str, str], *args: str, timeout: float = 300, cwd: Path = ROOT
 ) -> subprocess.CompletedProcess[str]:
@@ -40,6 +48,18 @@ def candleflow(
         [sys.executable, "-m", "candleflow", *args], cwd=cwd, env=env, capture_output=True,
         text=True, timeout=timeout, check=False,
     )  # fmt: skip
+
+
+def start_candleflow(
+    env: dict[str, str], *args: str, cwd: Path = ROOT, **popen: Any
+) -> subprocess.Popen[str]:
+    """Start ``python -m candleflow ARGS`` with ``env``: text output, piped unless ``popen``
+    says otherwise (``stdout=subprocess.DEVNULL``, ``start_new_session=True``, …)."""
+    popen.setdefault("stdout", subprocess.PIPE)
+    popen.setdefault("stderr", subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "candleflow", *args], cwd=cwd, env=env, text=True, **popen
+    )
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,8 @@
 
 The managed server (`candleflow server start`, SQLite or PostgreSQL) on a free 127.0.0.1 port
 with a temporary PREFECT_HOME, background processes in their own session (stopped with their
-children), the `prefect` CLI run against that server, and polling with a timeout.
+children), the `prefect` CLI run against that server, its work pool and deployments, and a
+client of it. Waiting is ``tests.timing.wait_until``.
 """
 
 from __future__ import annotations
@@ -12,37 +13,19 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.e2e.conftest import ROOT, candleflow, quiet_env
+
 PREFECT = [sys.executable, "-m", "prefect"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait(condition: Callable[[], Any], timeout: float, what: str, step: float = 0.2) -> Any:
-    """Poll ``condition`` until it returns something truthy (returned) or fail after timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def healthy(url: str) -> bool:
@@ -99,9 +82,26 @@ class Server:
             timeout=timeout, check=False,
         )  # fmt: skip
 
-    def deploy_all(self) -> subprocess.CompletedProcess[str]:
-        """Plain `prefect --no-prompt deploy --all` from the checkout (all of prefect.yaml)."""
-        return self.prefect("--no-prompt", "deploy", "--all", timeout=180)
+    def deploy_all(self, pool: str = "candleflow") -> subprocess.CompletedProcess[str]:
+        """Create the process work pool ``pool``, then plain `prefect --no-prompt deploy --all`
+        from the checkout (all of prefect.yaml); both must succeed."""
+        created = self.prefect("work-pool", "create", pool, "--type", "process")
+        assert created.returncode == 0, created.stdout + created.stderr
+        deploy = self.prefect("--no-prompt", "deploy", "--all", timeout=180)
+        assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+        return deploy
+
+    @contextlib.contextmanager
+    def client(self) -> Iterator[Any]:
+        """A sync Prefect client of this server."""
+        from prefect.client.orchestration import get_client
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with (
+            temporary_settings(updates={PREFECT_API_URL: self.url}),
+            get_client(sync_client=True) as client,
+        ):
+            yield client
 
     def worker(self, pool: str, log: Path) -> contextlib.AbstractContextManager[Any]:
         return background([*PREFECT, "worker", "start", "--pool", pool], self.env, log)
@@ -115,20 +115,10 @@ def prefect_server(
     home, on SQLite or a local PostgreSQL; yields when healthy, stops it (and removes a
     PostgreSQL cluster made for it) at exit. ``extra_env`` reaches the server and the CLIs."""
     home = tmp_path / "prefect"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(
-        PREFECT_HOME=str(home),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_LOGGING_LEVEL="WARNING",
-        PREFECT_WORKER_QUERY_SECONDS="1",
-        CANDLEFLOW_HOME=str(ROOT),
-        **(extra_env or {}),
-    )
-    candleflow = [sys.executable, "-m", "candleflow", "server"]
-    started = subprocess.run(
-        [*candleflow, "start", "--port", "0", "--database", database], cwd=ROOT, env=env,
-        capture_output=True, text=True, timeout=400, check=False,
-    )  # fmt: skip
+    env = quiet_env(home)
+    env.update(PREFECT_WORKER_QUERY_SECONDS="1", CANDLEFLOW_HOME=str(ROOT), **(extra_env or {}))
+    started = candleflow(env, "server", "start", "--port", "0", "--database", database,
+                         timeout=400)  # fmt: skip
     state = home / "candleflow-server"
     try:
         assert started.returncode == 0, started.stdout + started.stderr
@@ -136,8 +126,7 @@ def prefect_server(
         url = f"http://127.0.0.1:{info['port']}/api"
         yield Server(url, {**env, "PREFECT_API_URL": url}, home)
     finally:
-        subprocess.run([*candleflow, "stop"], cwd=ROOT, env=env, capture_output=True,
-                       timeout=200, check=False)  # fmt: skip
+        candleflow(env, "server", "stop", timeout=200)
         cluster = state / "postgres.json"
         if cluster.exists():  # a cluster outside the home (root's fallback) goes too
             shutil.rmtree(Path(json.loads(cluster.read_text())["data_dir"]).parent,

@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 from candleflow.store.bar_store import BarStore
-from tests.e2e.prefect_server import ROOT, missing_deployments, prefect_server, wait
+from tests.e2e.prefect_server import ROOT, missing_deployments, prefect_server
+from tests.timing import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -26,25 +27,16 @@ pytestmark = pytest.mark.slow
 def test_nightly_backfill_deploys_runs_on_a_worker_and_publishes_its_artifacts(
     tmp_path: Path,
 ) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
     from candleflow.cli.runs import read_run_artifacts
 
     universe = [e for e in yaml.safe_load((ROOT / "deployments/universe.yaml").read_text())[
         "symbols"]]  # fmt: skip
     with prefect_server(tmp_path) as server:
-        pool = server.prefect("work-pool", "create", "candleflow", "--type", "process")
-        assert pool.returncode == 0, pool.stdout + pool.stderr
         deploy = server.deploy_all()
-        assert deploy.returncode == 0, deploy.stdout + deploy.stderr
         for name in ("load-data/load-data", "backfill/nightly-backfill", "features/features"):
             assert f"Deployment '{name}' successfully created" in deploy.stdout, deploy.stdout
 
-        with (
-            temporary_settings(updates={PREFECT_API_URL: server.url}),
-            get_client(sync_client=True) as client,
-        ):
+        with server.client() as client:
             missing = missing_deployments(client)
             assert not missing, f"not deployed: {missing}\n{deploy.stdout}"
             deployment = client.read_deployment_by_name("backfill/nightly-backfill")
@@ -73,7 +65,7 @@ def test_nightly_backfill_deploys_runs_on_a_worker_and_publishes_its_artifacts(
                     state = client.read_flow_run(run_id).state
                     return state if state is not None and state.is_final() else None
 
-                state = wait(final, 180, "the backfill run to finish", step=0.5)
+                state = wait_until(final, 180, "the backfill run to finish", step=0.5)
                 log = (tmp_path / "worker.log").read_text(errors="replace")
                 assert state.is_completed() and not state.message, f"{state!r}\n{log}"
 

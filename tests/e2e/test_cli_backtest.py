@@ -18,6 +18,7 @@ from candleflow.cli import main
 from candleflow.loading.pipeline import LoadRequest, run_load
 from candleflow.sources.synthetic import SyntheticSource
 from candleflow.store.bar_store import BarStore
+from tests.e2e.conftest import one_line
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -80,10 +81,9 @@ def test_backtest_bad_input_exits_2_with_one_line(
     store: Path, args: list[str], needles: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["backtest", "AAPL", "--store", str(store), *args]) == 2
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(lines) == 1, lines
+    line = one_line(capsys.readouterr().err)
     for needle in needles:
-        assert needle in lines[0]
+        assert needle in line
 
 
 @pytest.mark.parametrize("command", ["backtest", "optimize"])
@@ -111,10 +111,9 @@ def test_optimize_bad_input_exits_2_with_one_line(
     store: Path, args: list[str], needles: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["optimize", "AAPL", "--store", str(store), *args]) == 2
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(lines) == 1, lines
+    line = one_line(capsys.readouterr().err)
     for needle in needles:
-        assert needle in lines[0]
+        assert needle in line
 
 
 @pytest.mark.slow

@@ -10,7 +10,6 @@ fetched bars saved. Deselect with ``-m "not slow"``.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import pytest
 
 from candleflow.store.bar_store import BarStore
 from tests.e2e.prefect_server import missing_deployments, prefect_server
-from tests.e2e.prefect_server import wait as _wait
+from tests.timing import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -27,23 +26,15 @@ pytestmark = pytest.mark.slow
 def test_deployment_runs_on_a_worker_reports_progress_and_cancels_cleanly(
     tmp_path: Path, database: str
 ) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect.states import Cancelling
 
     from candleflow.cli.runs import read_run_artifacts
 
     with prefect_server(tmp_path, database) as server:
-        pool = server.prefect("work-pool", "create", "candleflow", "--type", "process")
-        assert pool.returncode == 0, pool.stdout + pool.stderr
         deploy = server.deploy_all()
-        assert deploy.returncode == 0, deploy.stdout + deploy.stderr
         assert "successfully created" in deploy.stdout, deploy.stdout + deploy.stderr
 
-        with (
-            temporary_settings(updates={PREFECT_API_URL: server.url}),
-            get_client(sync_client=True) as client,
-        ):
+        with server.client() as client:
             missing = missing_deployments(client)
             assert not missing, f"not deployed: {missing}\n{deploy.stdout}"
             deployment = client.read_deployment_by_name("load-data/load-data")
@@ -52,10 +43,11 @@ def test_deployment_runs_on_a_worker_reports_progress_and_cancels_cleanly(
 
             store = tmp_path / "store"
             with server.worker("candleflow", tmp_path / "worker.log"):
+                # Nine years at 0.4 s a segment: still fetching whenever the cancel arrives.
                 flow_run = client.create_flow_run_from_deployment(
                     deployment.id,
                     parameters={
-                        "store": str(store), "mode": "full", "start": "2023-01-01",
+                        "store": str(store), "mode": "full", "start": "2015-01-01",
                         "end": "2023-12-31", "delay": 0.4,
                     },
                 )  # fmt: skip
@@ -66,22 +58,21 @@ def test_deployment_runs_on_a_worker_reports_progress_and_cancels_cleanly(
                         return found[0]
                     return None
 
-                progress = _wait(fetching, 90, "a progress artifact in the fetch stage")
+                progress = wait_until(fetching, 90, "a progress artifact in the fetch stage")
                 assert 0 < progress.data < 100
                 assert client.read_flow_run(flow_run.id).state.is_running()
 
                 client.set_flow_run_state(flow_run.id, Cancelling(message="test"))
-                cancelled_at = time.monotonic()
-                state = _wait(
+                state = wait_until(
                     lambda: (s := client.read_flow_run(flow_run.id).state).is_final() and s,
-                    30,
+                    120,
                     "the run to end",
                 )
-                took = time.monotonic() - cancelled_at
                 log = (tmp_path / "worker.log").read_text(errors="replace")
                 assert state.is_cancelled(), f"{state!r}\n{log}"
-                assert took < 10, f"cancel took {took:.1f}s"
 
+            # Stopped cleanly by the runner's SIGTERM, not SIGKILLed 30 s later: the flow itself
+            # wrote its final progress, which a killed process cannot.
             final = read_run_artifacts(client, [flow_run.id])[0]
             assert (final.description or "").startswith("Cancelled at")
 

@@ -13,7 +13,6 @@ import re
 import select
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,24 +28,14 @@ from candleflow.loading.pipeline import LoadRequest
 from candleflow.sources.ib import load_ib_library
 from candleflow.sources.synthetic import SyntheticSource
 from candleflow.store.bar_store import BarStore
+from tests.conftest import free_port
+from tests.e2e.conftest import one_line
+from tests.timing import budget
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 SCALE = 0.01  # IB's pacing windows x 0.01: the 10-minute window lasts 6 s
 LISTENING = re.compile(r"IB simulator listening on ([\d.]+):(\d+)")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
-def _one_line(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -98,25 +87,25 @@ def test_an_unknown_symbol_through_the_ib_path_exits_2_with_one_line_naming_it(
                  "--ib-time-scale", str(SCALE), "--store", str(tmp_path), "--quiet"])  # fmt: skip
     elapsed = time.monotonic() - started
     assert code == 2
-    line = _one_line(capsys.readouterr().err)
+    line = one_line(capsys.readouterr().err)
     assert "unknown symbol 'ZZZZ'" in line and "IB error 200" in line
     assert sim.stats.contract_requests == 1, "the symbol was not asked of the gateway"
-    assert elapsed < 5.0, f"rejecting took {elapsed:.2f}s"
+    assert elapsed < budget(5.0), f"rejecting took {elapsed:.2f}s"
 
 
 def test_no_gateway_exits_1_with_one_line_saying_what_to_start(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    port = _free_port()
+    port = free_port()
     started = time.monotonic()
     code = main(["load", "AAPL", "--source", "ib", "--ib-port", str(port),
                  "--store", str(tmp_path), "--quiet"])  # fmt: skip
     elapsed = time.monotonic() - started
     assert code == 1
-    line = _one_line(capsys.readouterr().err)
+    line = one_line(capsys.readouterr().err)
     assert f"no IB gateway at 127.0.0.1:{port}" in line
     assert f"candleflow ib-sim --port {port}" in line and "IB Gateway" in line
-    assert elapsed < 5.0, f"failing took {elapsed:.2f}s"
+    assert elapsed < budget(5.0), f"failing took {elapsed:.2f}s"
 
 
 @pytest.mark.parametrize(
@@ -129,20 +118,20 @@ def test_no_gateway_exits_1_with_one_line_saying_what_to_start(
         (["--source", "ib", "--seed", "3"], ["seed=3", "does not apply to source 'ib'"]),
     ],
 )
-def test_bad_ib_options_exit_2_with_one_line(
+def test_bad_ib_options_exit_2_withone_line(
     args: list[str], needles: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["load", "AAPL", "--store", str(tmp_path), *args]) == 2
-    line = _one_line(capsys.readouterr().err)
+    line = one_line(capsys.readouterr().err)
     for needle in needles:
         assert needle in line
 
 
-def test_ib_sim_on_a_busy_port_exits_1_with_one_line(
+def test_ib_sim_on_a_busy_port_exits_1_withone_line(
     sim: IBSimulator, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["ib-sim", "--port", str(sim.port)]) == 1
-    line = _one_line(capsys.readouterr().err)
+    line = one_line(capsys.readouterr().err)
     assert f"127.0.0.1:{sim.port}" in line and "another --port" in line
 
 
@@ -223,7 +212,7 @@ def test_the_readme_ib_example_runs_offline(prefect_env: dict[str, str], tmp_pat
         "",
     )  # fmt: skip
     assert sim_line and load_line, "README Usage lost its ib-sim / load --source ib example"
-    port = str(_free_port())
+    port = str(free_port())
 
     def args(line: str) -> list[str]:
         words = shlex.split(line.split("#", 1)[0])[2:]  # drop ".venv/bin/candleflow COMMAND"

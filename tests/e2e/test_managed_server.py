@@ -14,9 +14,7 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -24,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import ROOT, candleflow, quiet_env
+from tests.e2e.conftest import candleflow, quiet_env, start_candleflow
+from tests.timing import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -45,13 +44,6 @@ def processes_of(home: Path) -> set[int]:
         if state != "Z":
             found.add(int(entry.name))
     return found
-
-
-def wait_for(condition: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 @pytest.fixture
@@ -110,17 +102,7 @@ def test_start_status_stop_and_a_second_start_reports_the_running_server(home: P
 
 def test_two_commands_starting_together_end_with_one_server(home: Path, tmp_path: Path) -> None:
     env = quiet_env(home)
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "candleflow", "runs"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2)
-    ]
+    procs = [start_candleflow(env, "runs") for _ in range(2)]
     results = [(p.wait(timeout=300), *p.communicate()) for p in procs]
     assert [code for code, _, _ in results] == [0, 0], results
     announced = [err for _, _, err in results if "started the candleflow Prefect server" in err]
@@ -134,16 +116,15 @@ def test_a_load_killed_with_sigkill_leaves_only_the_managed_server(
 ) -> None:
     env = quiet_env(home)
     store = tmp_path / "store"
-    load = subprocess.Popen(
-        [sys.executable, "-m", "candleflow", "load", "AAPL", "--timeframe", "1h", "--mode",
-         "full", "--start", "2023-01-01", "--end", "2023-12-31", "--delay", "0.3", "--store",
-         str(store), "--quiet"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    # Nine years at 0.3 s a segment: still fetching whenever the kill comes.
+    load = start_candleflow(
+        env, "load", "AAPL", "--timeframe", "1h", "--mode", "full", "--start", "2015-01-01",
+        "--end", "2023-12-31", "--delay", "0.3", "--store", str(store), "--quiet",
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     try:
-        wait_for(lambda: list(store.rglob("*.parquet")) or load.poll() is not None, 240,
-                 "the load to store its first segment")  # fmt: skip
+        wait_until(lambda: list(store.rglob("*.parquet")) or load.poll() is not None, 240,
+                   "the load to store its first segment")  # fmt: skip
         assert load.poll() is None, "the load ended before it could be killed"
         os.killpg(load.pid, signal.SIGKILL)
         load.wait(timeout=30)

@@ -19,15 +19,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prefect.client.orchestration import get_client
 from prefect.client.schemas.responses import GlobalConcurrencyLimitResponse
 from prefect.exceptions import ObjectNotFound
-from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from candleflow.ibsim import IBSimulator
 from candleflow.sources.pacing import shared_rate_budget
 from tasks.pacing import SHARED_PACING_ENV, SLOTS_PER_REQUEST, pacing_limit_name
-from tests.e2e.prefect_server import Server, background, prefect_server, wait
+from tests.e2e.prefect_server import Server, background, prefect_server
+from tests.timing import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -80,10 +79,7 @@ def _logs(tmp_path: Path) -> str:
 
 
 def _read_limit(server: Server, name: str) -> GlobalConcurrencyLimitResponse:
-    with (
-        temporary_settings(updates={PREFECT_API_URL: server.url}),
-        get_client(sync_client=True) as client,
-    ):
+    with server.client() as client:
         return client.read_global_concurrency_limit_by_name(name)
 
 
@@ -129,7 +125,7 @@ def test_without_the_shared_limit_the_same_two_processes_break_ibs_pacing(
     with IBSimulator(seed=3, time_scale=CONTROL_SCALE) as sim:
         with _two_loads(sim, env, tmp_path) as procs:
             # Each process alone stays within IB's rules; together they go over 60 per window.
-            wait(
+            wait_until(
                 lambda: sim.stats.violations > 0 or all(p.poll() is not None for p in procs),
                 PROCESS_TIMEOUT,
                 "a pacing violation or both loads to end",

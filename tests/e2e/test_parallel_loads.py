@@ -7,8 +7,6 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import pytest
 
 from candleflow.sources.synthetic import SyntheticSource
 from candleflow.store.bar_store import BarStore
-from tests.e2e.conftest import ROOT
+from tests.e2e.conftest import start_candleflow
 
 pytestmark = pytest.mark.slow
 
@@ -53,32 +51,9 @@ def test_eight_parallel_loads_under_cpu_load_all_succeed(
     store = tmp_path / "store"
     start, end = "2024-01-02", "2024-03-28"
     with busy_cores():
+        args = ["--timeframe", "1h", "--mode", "full", "--start", start, "--end", end]
         procs = {
-            symbol: subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "candleflow",
-                    "load",
-                    symbol,
-                    "--timeframe",
-                    "1h",
-                    "--mode",
-                    "full",
-                    "--start",
-                    start,
-                    "--end",
-                    end,
-                    "--store",
-                    str(store),
-                    "--quiet",
-                ],
-                cwd=ROOT,
-                env=cli_env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
+            symbol: start_candleflow(cli_env, "load", symbol, *args, "--store", str(store), "-q")
             for symbol in SYMBOLS
         }
         results = {symbol: (p.wait(timeout=900), *p.communicate()) for symbol, p in procs.items()}

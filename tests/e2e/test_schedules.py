@@ -16,7 +16,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from candleflow.store.bar_store import BarStore
-from tests.e2e.prefect_server import prefect_server, wait
+from tests.e2e.prefect_server import prefect_server
+from tests.timing import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +25,6 @@ FAST_SCHEDULER = {"PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2"}
 
 
 def test_an_interval_schedule_creates_runs_that_a_worker_completes(tmp_path: Path) -> None:
-    from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import DeploymentScheduleCreate
     from prefect.client.schemas.filters import (
         DeploymentFilter,
@@ -35,18 +35,11 @@ def test_an_interval_schedule_creates_runs_that_a_worker_completes(tmp_path: Pat
     )
     from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.schedules import IntervalSchedule
-    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     store = tmp_path / "store"
     with prefect_server(tmp_path, extra_env=FAST_SCHEDULER) as server:
-        pool = server.prefect("work-pool", "create", "candleflow", "--type", "process")
-        assert pool.returncode == 0, pool.stdout + pool.stderr
-        deploy = server.deploy_all()
-        assert deploy.returncode == 0, deploy.stdout + deploy.stderr
-        with (
-            temporary_settings(updates={PREFECT_API_URL: server.url}),
-            get_client(sync_client=True) as client,
-        ):
+        server.deploy_all()
+        with server.client() as client:
             nightly = client.read_deployment_by_name("backfill/nightly-backfill")
             load = client.read_deployment_by_name("load-data/load-data")
             client.create_deployment_schedules(
@@ -80,16 +73,16 @@ def test_an_interval_schedule_creates_runs_that_a_worker_completes(tmp_path: Pat
                 )
 
             # The cron's upcoming runs: created by the scheduler, weekdays at 18:30 New York.
-            upcoming = wait(lambda: runs_of(nightly.id, StateType.SCHEDULED), 120,
-                            "the nightly cron's upcoming runs")  # fmt: skip
+            upcoming = wait_until(lambda: runs_of(nightly.id, StateType.SCHEDULED), 120,
+                                  "the nightly cron's upcoming runs")  # fmt: skip
             for run in upcoming:
                 local = run.expected_start_time.astimezone(ZoneInfo("America/New_York"))
                 assert (local.hour, local.minute) == (18, 30) and local.weekday() < 5
                 assert run.auto_scheduled
 
             with server.worker("candleflow", tmp_path / "worker.log"):
-                done = wait(lambda: runs_of(load.id, StateType.COMPLETED), 240,
-                            "a scheduled load-data run to complete")  # fmt: skip
+                done = wait_until(lambda: runs_of(load.id, StateType.COMPLETED), 240,
+                                  "a scheduled load-data run to complete")  # fmt: skip
             log = (tmp_path / "worker.log").read_text(errors="replace")
             assert done[0].auto_scheduled, log  # the scheduler made it, not the test
             assert done[0].parameters["store"] == str(store)

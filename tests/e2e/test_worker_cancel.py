@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-import time
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
@@ -24,7 +23,7 @@ from uuid import UUID, uuid4
 import pytest
 
 from tests.e2e.prefect_server import prefect_server, prefect_yaml_deployments
-from tests.e2e.prefect_server import wait as _wait
+from tests.timing import wait_for, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -81,22 +80,14 @@ def _is_ours(state: Any) -> bool:
 def test_worker_run_cancelled_through_the_api_ends_in_candleflows_state_without_errors(
     tmp_path: Path,
 ) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect.states import Cancelling
 
     from candleflow.cli.runs import read_run_artifacts
 
     with prefect_server(tmp_path) as server:
-        pool = server.prefect("work-pool", "create", "candleflow", "--type", "process")
-        assert pool.returncode == 0, pool.stdout + pool.stderr
-        deploy = server.deploy_all()
-        assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+        server.deploy_all()
 
-        with (
-            temporary_settings(updates={PREFECT_API_URL: server.url}),
-            get_client(sync_client=True) as client,
-        ):
+        with server.client() as client:
             # (6) the UI's run form describes every parameter of every deployment.
             undescribed = _undescribed(client)
             assert not undescribed, f"parameters without a description: {undescribed}"
@@ -112,10 +103,11 @@ def test_worker_run_cancelled_through_the_api_ends_in_candleflows_state_without_
                 return worker_log.read_text(errors="replace")
 
             with worker.worker("candleflow", worker_log):
+                # Nine years at 0.4 s a segment: still fetching whenever the cancel arrives.
                 flow_run = client.create_flow_run_from_deployment(
                     deployment.id,
                     parameters={
-                        "store": str(tmp_path / "store"), "mode": "full", "start": "2023-01-01",
+                        "store": str(tmp_path / "store"), "mode": "full", "start": "2015-01-01",
                         "end": "2023-12-31", "delay": 0.4,
                     },
                 )  # fmt: skip
@@ -124,27 +116,30 @@ def test_worker_run_cancelled_through_the_api_ends_in_candleflows_state_without_
                     found = read_run_artifacts(client, [flow_run.id])
                     return bool(found) and "Fetching segment" in (found[0].description or "")
 
-                _wait(fetching, 120, "the run to reach the fetch stage")
+                wait_until(fetching, 120, "the run to reach the fetch stage")
                 # What the UI's "Cancel" button does: propose a Cancelling state, no message.
                 client.set_flow_run_state(flow_run.id, Cancelling())
 
                 def ended() -> bool:
                     return bool(client.read_flow_run(flow_run.id).state.is_final())
 
-                _wait(ended, 60, "the run to end")
-                _wait(lambda: RUNNER_DONE.search(log_text()), 120,
-                      "the worker to finish its cancellation sequence")  # fmt: skip
+                wait_until(ended, 120, "the run to end")
+                wait_until(lambda: RUNNER_DONE.search(log_text()), 120,
+                           "the worker to finish its cancellation sequence")  # fmt: skip
 
                 # The worker force-set its own generic Cancelled state last; candleflow's comes
                 # back on top of it within a poll interval.
-                deadline = time.monotonic() + 60
-                while not _is_ours(state := client.read_flow_run(flow_run.id).state):
-                    if time.monotonic() > deadline:
-                        pytest.fail(
-                            f"the final state is not candleflow's: {state!r}\nhistory:\n"
-                            f"{_history(client, flow_run.id)}\n{log_text()}"
-                        )
-                    time.sleep(0.2)
+                def final_state_is_ours() -> Any:
+                    state = client.read_flow_run(flow_run.id).state
+                    return state if _is_ours(state) else None
+
+                state = wait_for(final_state_is_ours, 60, step=0.2)
+                if not state:
+                    pytest.fail(
+                        f"the final state is not candleflow's: "
+                        f"{client.read_flow_run(flow_run.id).state!r}\nhistory:\n"
+                        f"{_history(client, flow_run.id)}\n{log_text()}"
+                    )
 
             message = state.message or ""
             assert "through the Prefect API" in message, message
@@ -165,7 +160,7 @@ def test_worker_run_cancelled_through_the_api_ends_in_candleflows_state_without_
                     and "SIGTERM" in log.message
                 ]
 
-            _wait(sigterm_notice, 30, "candleflow's SIGTERM notice in the run's logs")
+            wait_until(sigterm_notice, 30, "candleflow's SIGTERM notice in the run's logs")
             logs = _run_logs(client, flow_run.id)
             errors = [f"{log.level} {log.name}: {log.message}" for log in logs
                       if log.level >= logging.ERROR]  # fmt: skip

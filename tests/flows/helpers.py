@@ -1,15 +1,18 @@
-"""Shared helpers of the flow tests: capture the sources a flow builds, read artifacts, wait."""
+"""Shared helpers of the flow tests: capture the sources a flow builds, read artifacts and logs
+(``wait_for`` is ``tests.timing``'s, re-exported for the flow tests)."""
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
 from candleflow.progress import ProgressEvent
 from candleflow.sources.registry import make_source
+from tests.timing import wait_for
+
+__all__ = ["EventWaiter", "SourceSpy", "artifacts", "flow_run", "run_logs", "wait_for"]
 
 
 class SourceSpy:
@@ -40,16 +43,6 @@ class EventWaiter:
     def __call__(self, event: ProgressEvent) -> None:
         if self.predicate(event):
             self.reached.set()
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
-    """Poll ``condition`` until it holds or ``timeout`` seconds pass; return whether it held."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(step)
-    return condition()
 
 
 def flow_run(flow_run_id: UUID) -> Any:

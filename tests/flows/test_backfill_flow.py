@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -40,14 +39,12 @@ def _seconds(text: str) -> float:
 def test_partial_failure_concurrency_queue_table_and_metadata(tmp_path: Path) -> None:
     delays = dict.fromkeys(SYMBOLS, 0.1) | {"MSFT": 0.6}  # MSFT is the slow one
     changes: list[QueueRow] = []
-    began = time.monotonic()
     with progress_context(row_sinks=[changes.append]) as handle:
         state = backfill(
             SYMBOLS, timeframes=TIMEFRAMES, mode="full", start=START, end=END, max_parallel=4,
             features=SMALL_SPEC, store=str(tmp_path), delays=delays,
             source_options={"unknown": ["ZZZZ"]}, return_state=True,
         )  # fmt: skip
-    wall = time.monotonic() - began
     assert handle.flow_run_id is not None
 
     # Completed, with a warning naming the failed series.
@@ -75,9 +72,21 @@ def test_partial_failure_concurrency_queue_table_and_metadata(tmp_path: Path) ->
     assert any(c.detail.startswith("Feature ") for c in changes)
     assert any(c.detail.startswith("Segment ") for c in changes)
 
-    # Concurrency: the rows' recorded durations add up to far more than the wall time.
-    serial = sum(_seconds(r["duration"]) for r in table)
-    assert wall <= 0.6 * serial, f"wall {wall:.2f}s vs serial sum {serial:.2f}s"
+    # Concurrency, from the order of the row changes (not from wall time): rows ran at once,
+    # never more than max_parallel of them.
+    running: set[tuple[str, str]] = set()
+    finished: set[tuple[str, str]] = set()
+    most = 0
+    for change in changes:
+        if change.key in finished or change.status == "queued":
+            continue
+        if change.status in ("done", "failed", "cancelled"):
+            finished.add(change.key)
+            running.discard(change.key)
+        else:
+            running.add(change.key)
+        most = max(most, len(running))
+    assert 2 <= most <= 4, most
     slow = next(r for r in table if r["symbol"] == "MSFT" and r["timeframe"] == "1h")
     assert _seconds(slow["duration"]) >= 3 * 0.6  # three 1h segments at 0.6 s each
 
@@ -141,8 +150,11 @@ def test_cancelling_through_the_api_cancels_running_children_and_queued_rows(
         with progress_context(row_sinks=[on_row]) as handle:
             box["handle"] = handle
             ready.set()
+            # Nine years, ~108 segments of 0.25 s a row: no row can finish (nor a third start)
+            # while the cancel is being noticed, even on a busy machine (with one year, ~3 s a
+            # row, one sometimes did). The delays are cancellable waits: no one waits them out.
             box["state"] = backfill(
-                symbols, timeframes=["1h"], mode="full", start="2023-01-01", end="2023-12-31",
+                symbols, timeframes=["1h"], mode="full", start="2015-01-01", end="2023-12-31",
                 max_parallel=2, store=str(tmp_path), features="none",
                 delays=dict.fromkeys(symbols, 0.25), return_state=True,
             )  # fmt: skip
@@ -154,8 +166,8 @@ def test_cancelling_through_the_api_cancels_running_children_and_queued_rows(
     handle = box["handle"]
     with get_client(sync_client=True) as client:
         client.set_flow_run_state(handle.flow_run_id, Cancelling(message="test"))
-    assert wait_for(lambda: bool(flow_run(handle.flow_run_id).state.is_cancelled()), 10)
-    thread.join(10)
+    assert wait_for(lambda: bool(flow_run(handle.flow_run_id).state.is_cancelled()), 120)
+    thread.join(60)
     assert not thread.is_alive() and box["state"].is_cancelled()
 
     table = {(r["symbol"], r["timeframe"]): r for r in _queue_table(handle.flow_run_id)}

@@ -1,8 +1,10 @@
-"""Fixtures for the IB tests: a simulator per test and the installed client library."""
+"""Fixtures for the IB tests: a simulator per test, the installed client library, and a real
+clock for the pacing limiter that announces its waits."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable, Coroutine, Iterator
 from types import ModuleType
 from typing import Any, TypeVar
@@ -10,7 +12,9 @@ from typing import Any, TypeVar
 import pytest
 
 from candleflow.ibsim import IBSimulator
+from candleflow.progress import CancelToken
 from candleflow.sources.ib import load_ib_library
+from candleflow.sources.pacing import MonotonicClock
 
 T = TypeVar("T")
 
@@ -36,3 +40,25 @@ def run(coro_fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
     finally:
         asyncio.set_event_loop(None)
         loop.close()
+
+
+class WaitSignallingClock(MonotonicClock):
+    """Real time for a ``PacingLimiter`` that sets ``waiting`` as each wait starts, so a test can
+    cancel a wait that is under way instead of guessing when it will be."""
+
+    def __init__(self) -> None:
+        self.waiting = threading.Event()
+
+    def wait(self, seconds: float, token: CancelToken | None) -> bool:
+        self.waiting.set()
+        return super().wait(seconds, token)
+
+
+def cancel_once_waiting(clock: WaitSignallingClock, token: CancelToken, reason: str) -> None:
+    """Cancel ``token`` from another thread as soon as ``clock`` is waiting."""
+
+    def cancel() -> None:
+        if clock.waiting.wait(60):
+            token.cancel(reason)
+
+    threading.Thread(target=cancel, daemon=True).start()

@@ -21,6 +21,7 @@ from candleflow.sources.ib import IBSource
 from candleflow.sources.registry import check_gateway, make_source
 from candleflow.sources.synthetic import SyntheticSource
 from candleflow.store.bar_store import BarStore
+from tests.timing import budget
 
 
 def _free_port() -> int:
@@ -52,7 +53,7 @@ def test_a_gateway_that_is_not_there_is_named_with_what_to_start() -> None:
     started = time.monotonic()
     with pytest.raises(SourceUnavailable) as info:
         make_source("ib", ib_port=port)
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < budget(1.0)  # no client connect, no retries
     message = str(info.value)
     assert f"no IB gateway at 127.0.0.1:{port} (connection refused)" in message
     assert f"candleflow ib-sim --port {port}" in message and "\n" not in message

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 import threading
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -19,6 +19,8 @@ from candleflow.sources.pacing import (
     RequestKey,
     shared_limiter,
 )
+from tests.ib.conftest import WaitSignallingClock, cancel_once_waiting
+from tests.timing import run_in_threads
 
 
 class FakeClock:
@@ -119,15 +121,18 @@ def test_open_requests_are_capped_and_a_release_lets_the_next_one_in() -> None:
 
 
 def test_a_cancelled_token_interrupts_the_wait() -> None:
-    limiter = PacingLimiter(time_scale=1.0)
+    clock = WaitSignallingClock()
+    limiter = PacingLimiter(time_scale=1.0, clock=clock)
     token = CancelToken()
     for i in range(5):
         limiter.acquire(_key(params=str(i)), token)
-    threading.Timer(0.05, token.cancel, args=("stop",)).start()
-    started = time.monotonic()
+    cancel_once_waiting(clock, token, "stop")  # the sixth request waits for the 2 s window
     with pytest.raises(Cancelled, match="stop"):
         limiter.acquire(_key(params="5"), token)
-    assert time.monotonic() - started < 1.0
+    assert clock.waiting.is_set()
+    # The wait was cut short: a wait that ran its course is added to `waited` before the token
+    # is checked again.
+    assert limiter.waited == 0.0 and limiter.acquired == 5
 
 
 def test_shared_limiters_are_one_per_name_and_refuse_other_settings() -> None:
@@ -191,10 +196,6 @@ def test_threads_sharing_a_limiter_in_real_time_never_violate() -> None:
                 assert judge.judge(key) is None
                 judge.finish()
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    run_in_threads(functools.partial(worker, n) for n in range(4))
     assert judge.violations == 0
     assert limiter.acquired == 100

@@ -39,6 +39,7 @@ from tasks.pacing import (
     ib_request_gate,
     pacing_limit_name,
 )
+from tests.timing import Running
 
 IB_MAX_REQUESTS = 60  # IB docs: no more than 60 historical requests ...
 IB_WINDOW = 600.0  # ... within any 10-minute period
@@ -112,25 +113,13 @@ def test_the_default_gate_is_open(sim: IBSimulator) -> None:
 def test_a_cancel_interrupts_a_blocked_gate_and_nothing_is_sent(sim: IBSimulator) -> None:
     gate = BlockingGate()
     token = CancelToken()
-    outcome: list[BaseException | None] = []
     with _source(sim, request_gate=gate, cancel_token=token) as source:
         instrument = source.validate("AAPL")
-
-        def fetch() -> None:
-            try:
-                source.fetch(instrument, "1h", _segment(0))
-                outcome.append(None)
-            except BaseException as exc:  # the test inspects whatever ended the fetch
-                outcome.append(exc)
-
-        worker = threading.Thread(target=fetch)
-        worker.start()
+        fetch = Running(lambda: source.fetch(instrument, "1h", _segment(0)))
         assert gate.entered.wait(60), "the fetch never reached the gate"
         token.cancel("user asked")
-        worker.join(60)
-        assert not worker.is_alive()
-    assert len(outcome) == 1 and isinstance(outcome[0], Cancelled)
-    assert "user asked" in str(outcome[0])
+        with pytest.raises(Cancelled, match="user asked"):
+            fetch.result(60, "the fetch blocked at the gate")
     assert sim.stats.historical_requests == 0
 
 
@@ -295,22 +284,11 @@ def test_a_cancel_interrupts_the_wait_for_a_slot() -> None:
     client.plan = [_status(423, **{"Retry-After": "600"})]
     gate = _gate(client, "ib-pacing-cancel", scale=1.0)
     token = CancelToken()
-    outcome: list[BaseException | None] = []
-
-    def acquire() -> None:
-        try:
-            gate.acquire(token)
-            outcome.append(None)
-        except BaseException as exc:  # the test inspects whatever ended the wait
-            outcome.append(exc)
-
-    worker = threading.Thread(target=acquire)
-    worker.start()
+    acquire = Running(lambda: gate.acquire(token))
     assert client.attempted.wait(60)
     token.cancel("stop now")
-    worker.join(60)
-    assert not worker.is_alive()
-    assert len(outcome) == 1 and isinstance(outcome[0], Cancelled)
+    with pytest.raises(Cancelled):
+        acquire.result(60, "the wait for a slot")
     assert (gate.acquired, client.increments) == (0, 1)
 
 
