@@ -17,6 +17,8 @@ the per-series metadata and a summary table and end in a state that says how it 
 - **Cancellation** (API, UI, SIGTERM, Ctrl+C): every running child's token is cancelled — the
   loads stop at their next segment and keep what they fetched, their runs end Cancelled — and
   rows not started yet are marked cancelled. The backfill ends Cancelled.
+- **Numbers.** A row's rows and API calls are its load's (bars fetched, every source request),
+  the same the load's progress events, summary and metadata give — a stopped load's too.
 - **Metadata.** ``_meta.json`` of each successful series gets ``history_rows``,
   ``api_calls_last_run``, ``api_calls_total`` (cumulative over runs), ``batch_size`` (the longest
   span one request may cover for the timeframe), ``segments_last_run`` and ``last_success``,
@@ -54,7 +56,7 @@ from flows.features import features as features_flow
 from flows.features import resolve_spec
 from flows.load_data import load_data, load_parameters
 from tasks.cancel import cancel_cause, cancelled_state
-from tasks.progress import artifact_key, open_run, progress_context, publish_table
+from tasks.progress import LiveTable, artifact_key, open_run, progress_context, publish_table
 
 __all__ = ["DEFAULT_TIMEFRAMES", "DEFAULT_UNIVERSE", "backfill"]
 
@@ -172,7 +174,7 @@ class _Runner:
                 exchange=job.entry.exchange, store=self.store, **job.params, return_state=True,
             )  # fmt: skip
         self._record_run(job, h.flow_run_id)
-        if not self._finished(state, job, started):
+        if not self._finished(state, job, started, load=h.summary):
             return "cancelled" if state.is_cancelled() else "failed"
         load = LoadSummary.from_dict(h.summary or {})
         features = ""
@@ -193,20 +195,32 @@ class _Runner:
         record_backfill(BarStore(self.store), source, load)
         failed = load.failed_segments
         note = f"{len(failed)} segment(s) failed: " + "; ".join(failed) if failed else ""
-        queue.update(sym, tf, status="done", progress=100.0, rows=load.rows_after,
+        queue.update(sym, tf, status="done", progress=100.0, rows=load.rows_fetched,
                      api_calls=load.api_calls, duration=time.monotonic() - started,
                      detail=f"{load.rows_added:,} new bars{features}", reason=note)  # fmt: skip
         return "done"
 
-    def _finished(self, state: State[Any], job: _Job, started: float, what: str = "") -> bool:
-        """Whether a child run completed; else its row is marked cancelled or failed."""
+    def _finished(
+        self,
+        state: State[Any],
+        job: _Job,
+        started: float,
+        what: str = "",
+        load: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Whether a child run completed; else its row is marked cancelled or failed (with the
+        bars fetched and API calls of a stopped load's summary, the numbers it recorded)."""
         if state.is_completed():
             return True
         cancelled = state.is_cancelled()
         reason = (state.message or "cancelled") if cancelled else _reason(state)
+        counts: dict[str, Any] = {}
+        if load:
+            summary = LoadSummary.from_dict(load)
+            counts = {"rows": summary.rows_fetched, "api_calls": summary.api_calls}
         self.queue.update(job.entry.symbol, job.timeframe, duration=time.monotonic() - started,
                           status="cancelled" if cancelled else "failed",
-                          reason=f"{what}{reason}")  # fmt: skip
+                          reason=f"{what}{reason}", **counts)  # fmt: skip
         return False
 
 
@@ -320,7 +334,7 @@ def backfill(
             f"{key}-queue",
             [(j.entry.symbol, j.timeframe) for j in jobs],
             listeners=handle.row_sinks if handle is not None else (),
-            publish=publish_table,
+            publish=LiveTable(),  # one card on the run, updated in place
         )
         queue.flush()  # the table exists, all rows queued, before any work starts
         with run.tracker.stage("backfill", total=len(jobs), unit="Series") as span:

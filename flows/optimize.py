@@ -35,6 +35,7 @@ from candleflow.backtest import BacktestConfig, Metrics, PreparedBars, get_strat
 from candleflow.errors import Cancelled as CancelledError
 from candleflow.errors import InvalidRequest, params_named
 from candleflow.models import parse_symbol
+from candleflow.optimize.reports import png_data_uri
 from candleflow.optimize.search import OptimizationResult, check_search, planned_iterations
 from candleflow.optimize.search import optimize as run_search
 from candleflow.optimize.space import Dimension, parse_space, space_text
@@ -344,4 +345,8 @@ def _publish(key: str, label: str, summary: Mapping[str, Any]) -> None:
         path = summary.get(f"report_{kind}")
         if path:
             rows.append((f"report ({kind})", f"[{path}]({Path(path).resolve().as_uri()})"))
-    publish_summary(f"{key}-summary", f"optimize {label} {state}", rows)
+    images: list[tuple[str, str]] = []
+    png = summary.get("report_png")
+    if png and Path(png).is_file():  # embedded: a UI on another machine cannot open file://
+        images.append(("equity and drawdown", png_data_uri(Path(png).read_bytes())))
+    publish_summary(f"{key}-summary", f"optimize {label} {state}", rows, images)

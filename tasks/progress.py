@@ -6,11 +6,12 @@ context variable (tasks reach them with :func:`current_run`), and wires them to 
 
 - :class:`ArtifactSink` keeps ONE progress artifact per flow run up to date from the tracker's
   events — throttled (≥ 0.5 s apart and only on a visible change; the final value always goes
-  out) — with a description carrying the stage and micro-stage
-  (:func:`~candleflow.progress.wording.describe_event`);
+  out) — with a description carrying the percent (two decimals), stage, micro-stage, counters
+  and ETA (:func:`~candleflow.progress.wording.describe_progress`);
 - cancellation (:mod:`tasks.cancel`): a watcher of the run's state, SIGTERM as a clean stop;
 - logs (:mod:`tasks.logs`): our loggers reach the run's logs; a clean cancel is no error;
-- :func:`publish_summary` and :func:`publish_table`: the run's summary and table artifacts.
+- :func:`publish_summary` and :func:`publish_table`: the run's summary and table artifacts;
+  :class:`LiveTable`: ONE table artifact per run updated in place (the backfill queue).
 
 A caller that starts a flow in-process (the CLI, tests) enters :func:`progress_context` first to
 add its own sinks (a Rich bar) and to get a handle with the token it may cancel, the flow run id
@@ -30,12 +31,13 @@ from uuid import UUID
 
 from candleflow.progress import CancelToken, ProgressEvent, ProgressTracker, Sink, Span
 from candleflow.progress.queue import QueueRow
-from candleflow.progress.wording import describe_event
+from candleflow.progress.wording import describe_progress
 from tasks.cancel import CancelWatcher, sigterm_sets_token
 from tasks.logs import own_logs_to_prefect, quiet_clean_cancels
 
 __all__ = [
     "ArtifactSink",
+    "LiveTable",
     "RunContext",
     "RunHandle",
     "artifact_key",
@@ -54,7 +56,7 @@ class ArtifactSink:
 
     The artifact is created on the first event. Later events update it when at least
     ``min_interval`` seconds passed since the last update *and* what is shown (the percentage to
-    one decimal, or the description) changed; a final (done/cancelled) event always goes out, and
+    two decimals, or the description) changed; a final (done/cancelled) event always goes out, and
     :meth:`close` sends the last event if a throttled one is still pending. ``create``/``update``
     default to Prefect's ``create_progress_artifact``/``update_progress_artifact``.
     """
@@ -121,7 +123,7 @@ class ArtifactSink:
         # After a cancel the run still merges and saves, and the tracker counts the stopped
         # stages as done; the artifact keeps showing how far the run got when it was cancelled.
         pct = self._cancelled_at if self._cancelled_at is not None else event.percentage
-        return round(pct, 1), describe_event(event, pct)
+        return round(pct, 2), describe_progress(event, pct)
 
     def _send(self, event: ProgressEvent, shown: tuple[float, str], now: float) -> None:
         pct = self._cancelled_at if self._cancelled_at is not None else event.percentage
@@ -269,14 +271,22 @@ def open_run(
 # ----------------------------------------------------------------------------- summary artifact
 
 
-def publish_summary(key: str, title: str, rows: Sequence[tuple[str, object]]) -> UUID | None:
-    """A markdown artifact with a two-column table of what the run did."""
+def publish_summary(
+    key: str,
+    title: str,
+    rows: Sequence[tuple[str, object]],
+    images: Sequence[tuple[str, str]] = (),
+) -> UUID | None:
+    """A markdown artifact with a two-column table of what the run did, then ``images`` as
+    (caption, URL) — a ``data:`` URI shows in the UI on any machine (DESIGN §8)."""
     from prefect.artifacts import create_markdown_artifact
 
     lines = [f"### {title}", "", "| | |", "|---|---|"]
     for name, value in rows:
         text = str(value).replace("|", "\\|").replace("\n", "<br>")
         lines.append(f"| {name} | {text} |")
+    for caption, url in images:
+        lines += ["", f"![{caption}]({url})"]
     artifact_id = create_markdown_artifact(markdown="\n".join(lines), key=key, description=title)
     return artifact_id if isinstance(artifact_id, UUID) else None
 
@@ -287,3 +297,36 @@ def publish_table(key: str, title: str, rows: Sequence[Mapping[str, object]]) ->
 
     artifact_id = create_table_artifact(table=[dict(r) for r in rows], key=key, description=title)
     return artifact_id if isinstance(artifact_id, UUID) else None
+
+
+class LiveTable:
+    """One table artifact per run, kept current in place: the first call creates it (tied to the
+    flow run whose context calls), later calls PATCH its data and description.
+
+    Prefect's helpers only publish a new *version* of a table under its key, and every version
+    linked to a run is one more card on the run's Artifacts tab (27 cards for a 12-series
+    backfill); the API's artifact update takes any ``data``, so the run keeps one card and the
+    key's page (its latest version is this artifact) shows the same table. Call it as a
+    :class:`~candleflow.progress.queue.QueueTable` ``publish`` callable.
+    """
+
+    def __init__(self) -> None:
+        self.artifact_id: UUID | None = None
+        self.updates = 0
+
+    def __call__(self, key: str, title: str, rows: Sequence[Mapping[str, object]]) -> UUID | None:
+        import json
+
+        from prefect.artifacts import TableArtifact
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.actions import ArtifactUpdate
+
+        table = [dict(r) for r in rows]
+        if self.artifact_id is None:
+            self.artifact_id = publish_table(key, title, table)
+            return self.artifact_id
+        data = json.dumps(TableArtifact._sanitize(table))
+        with get_client(sync_client=True) as client:
+            client.update_artifact(self.artifact_id, ArtifactUpdate(data=data, description=title))
+        self.updates += 1
+        return self.artifact_id

@@ -270,7 +270,7 @@ def fetch_segments(
     failed: list[Segment] = []
     errors: list[str] = []
     rows = done = 0
-    calls_before = source.api_calls
+    calls_before = counted = source.api_calls
 
     def hand_over() -> None:
         if flush is not None and pending:
@@ -303,7 +303,10 @@ def fetch_segments(
                     span.tracker.count("rows", len(frame))
             done += 1
             if span is not None:
-                span.tracker.set_counter("api_calls", source.api_calls)
+                # Added, not set: the tracker's count is the load's (validate and head
+                # timestamp included), the one the summary and the metadata give.
+                span.tracker.count("api_calls", source.api_calls - counted)
+                counted = source.api_calls
                 span.tracker.set_counter("failed_segments", len(failed))
                 span.advance(1, detail=detail)
             if len(pending) >= flush_every:
@@ -417,8 +420,10 @@ class StoreFlush:
         self.store, self.source_name, self.request = store, source_name, request
         self.frames: list[pd.DataFrame] = []
         self.rows_added = 0
+        self.rows_fetched = 0  # as the source gave them (the progress events' "rows")
 
     def __call__(self, frame: pd.DataFrame) -> None:
+        self.rows_fetched += len(frame)
         clean = drop_invalid_bars(frame)
         self.rows_added += save_bars(self.store, self.source_name, self.request, clean).rows_added
         self.frames.append(clean)
@@ -469,19 +474,27 @@ def load_series(
     plan = run("plan_segments", plan_segments, request, plan, completed)
     fetched, cancelled, merged = FetchResult(empty_bars(), FetchStats()), False, existing
     flush = StoreFlush(store, source.name, request)
+    fetch_s = 0.0
     if instrument is not None:
+        # One count of the load's API calls, rows and fetch time, read by the progress events,
+        # the summary and the metadata alike (a cancel included: its fetch took time too).
+        tracker.set_counter("api_calls", source.api_calls - calls_before)
+        fetch_started = time.monotonic()
         try:
             fetched = run("fetch_segments", fetch_segments, source, instrument, request.timeframe,
                           segments=plan.segments, retry=retry, flush=flush)  # fmt: skip
         except Cancelled:
             cancelled = True
+        fetch_s = time.monotonic() - fetch_started
+        tracker.set_counter("api_calls", source.api_calls - calls_before)
+        tracker.set_counter("rows", flush.rows_fetched + len(fetched.bars))
         merged = run("merge_bars", merge_bars, existing, flush.bars(fetched.bars))
         meta: dict[str, object] = {
             "align": request.grid_align,
             "head_timestamp": head.isoformat() if head is not None else None,
             "last_fetch": now.isoformat(),
             "api_calls": source.api_calls - calls_before,
-            "fetch_duration_s": round(fetched.stats.duration_s, 3),
+            "fetch_duration_s": round(fetch_s, 3),
         }
         if not cancelled and not fetched.errors:
             meta.update(completed.after(plan).to_meta())
@@ -507,6 +520,8 @@ def load_series(
         missing_bars_left=final.bars(GapClass.MISSING),
         failed_segments=fetched.errors,
         cancelled=cancelled,
+        rows_fetched=flush.rows_fetched + len(fetched.bars),
+        fetch_duration_s=fetch_s,
     )
     if not summary.cancelled and not summary.nothing_fetched:
         tracker.complete()

@@ -194,6 +194,10 @@ class LoadSummary:
     missing_bars_left: int
     failed_segments: tuple[str, ...] = ()
     cancelled: bool = False
+    #: Bars the source returned in this run (the progress events' "rows" counter).
+    rows_fetched: int = 0
+    #: Seconds spent fetching (the metadata's ``fetch_duration_s``; a cancelled fetch too).
+    fetch_duration_s: float = 0.0
 
     @property
     def label(self) -> str:
@@ -225,12 +229,14 @@ class LoadSummary:
         state = "cancelled" if self.cancelled else "completed"
         rows: list[tuple[str, object]] = [
             ("range", f"{self.start.isoformat()} → {self.end.isoformat()}"),
+            ("bars fetched", f"{self.rows_fetched:,}"),
             ("rows added", f"{self.rows_added:,}"),
             ("rows stored", f"{self.rows_after:,}"),
             ("segments", self.segments),
             ("API calls", self.api_calls),
             ("gaps left", f"{self.gaps_left} ({self.missing_bars_left:,} bars missing)"),
             ("failed segments", "; ".join(self.failed_segments) or "none"),
+            ("fetch duration", f"{self.fetch_duration_s:.2f} s"),
             ("duration", f"{self.duration_s:.2f} s"),
         ]
         return f"load {self.label} ({self.mode}) {state}", rows
@@ -252,6 +258,8 @@ class LoadSummary:
             "missing_bars_left": self.missing_bars_left,
             "failed_segments": list(self.failed_segments),
             "cancelled": self.cancelled,
+            "rows_fetched": self.rows_fetched,
+            "fetch_duration_s": round(self.fetch_duration_s, 3),
         }
 
     @classmethod

@@ -20,7 +20,7 @@ import pandas as pd
 
 from candleflow.backtest import BacktestResult
 
-__all__ = ["ReportFiles", "render_equity_png", "render_html", "write_report"]
+__all__ = ["ReportFiles", "png_data_uri", "render_equity_png", "render_html", "write_report"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +42,12 @@ def write_report(
     png.write_bytes(image)
     page.write_text(render_html(result, top, title, image), encoding="utf-8")
     return ReportFiles(png, page)
+
+
+def png_data_uri(png: bytes) -> str:
+    """``data:image/png;base64,…``: the picture inline, for a page or a Prefect markdown artifact
+    seen from another machine (where a ``file://`` link shows nothing)."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def render_equity_png(result: BacktestResult, title: str) -> bytes:
@@ -89,7 +95,7 @@ def render_html(result: BacktestResult, top: pd.DataFrame, title: str, png: byte
     params = ", ".join(f"{k}={v}" for k, v in result.params.items())
     metrics = pd.DataFrame(list(result.metrics.to_dict().items()), columns=["metric", "value"])
     trades = result.trades.drop(columns=["entry_bar", "exit_bar"], errors="ignore").tail(50)
-    image = base64.b64encode(png).decode("ascii")
+    image = png_data_uri(png)
     style = (
         "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
         "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}"
@@ -98,7 +104,7 @@ def render_html(result: BacktestResult, top: pd.DataFrame, title: str, png: byte
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>"
         f"<p>Best parameters: <b>{html.escape(params)}</b> ({result.strategy})</p>"
-        f"<img alt='equity curve' src='data:image/png;base64,{image}'>"
+        f"<img alt='equity curve' src='{image}'>"
         f"<h2>Metrics</h2>{_table(metrics)}<h2>Top parameter sets</h2>{_table(top)}"
         f"<h2>Last {len(trades)} closed trades</h2>{_table(trades)}</body></html>"
     )

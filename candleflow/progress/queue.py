@@ -79,7 +79,8 @@ class QueueTable:
     publishing is separate because an artifact belongs to the flow run whose context creates it,
     and rows change inside child runs: the backfill's own thread calls :meth:`publish` (throttled:
     at most every ``min_interval`` seconds, and only when something changed) while it waits, and
-    :meth:`flush` at the end. Each publication is a new version under the same ``key``.
+    :meth:`flush` at the end. The publisher decides what a publication is (the Prefect layer
+    updates one table artifact in place, so the run shows one live card).
     """
 
     def __init__(
@@ -146,7 +147,7 @@ class QueueTable:
         return counts
 
     def publish(self) -> bool:
-        """Publish a new version if rows changed and ``min_interval`` passed; True if sent."""
+        """Publish the rows if they changed and ``min_interval`` passed; True if sent."""
         now = self._clock()
         with self._lock:
             if not self._dirty or now - self._sent_at < self._min_interval:
@@ -154,7 +155,7 @@ class QueueTable:
         return self.flush()
 
     def flush(self) -> bool:
-        """Publish a new version now if anything changed since the last one."""
+        """Publish the rows now if anything changed since the last one."""
         with self._lock:
             if not self._dirty:
                 return False
