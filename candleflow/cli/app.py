@@ -8,6 +8,7 @@ importing the core never imports Prefect and ``candleflow --help`` stays instant
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import sys
@@ -20,6 +21,7 @@ from uuid import UUID
 
 import click
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from candleflow.cli import backfill as cli_backfill
@@ -250,15 +252,6 @@ def exchange_range(start: object, end: object, exchange: str) -> str:
     return f"{first.tz_convert(tz):{fmt}} → {last.tz_convert(tz):{fmt}} {tz}"
 
 
-def _parse_run_id(run_id: str) -> UUID:
-    try:
-        return UUID(run_id.strip())
-    except ValueError:
-        raise InvalidRequest(
-            f"malformed flow run id {run_id!r}: use the UUID shown by `candleflow runs`"
-        ) from None
-
-
 def _progress_by_run(client: Any, run_ids: Sequence[UUID]) -> dict[UUID, tuple[float, str]]:
     """The latest progress artifact value and description of each flow run."""
     from candleflow.cli.runs import read_run_progress
@@ -269,31 +262,72 @@ def _progress_by_run(client: Any, run_ids: Sequence[UUID]) -> dict[UUID, tuple[f
 @app.command()
 def runs(
     limit: Annotated[int, typer.Option(help="How many runs to list (newest first).")] = 20,
+    wide: Annotated[
+        bool, typer.Option("--wide", help="Show run ids whole (default: a unique prefix).")
+    ] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print a JSON list: id, name, state, progress, started, stage."
+        ),
+    ] = False,
 ) -> None:
-    """List recent flow runs with their state and progress."""
+    """List recent flow runs with their state and progress.
+
+    Ids are shortened to a unique prefix, which `watch` and `cancel` accept as it is.
+    """
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.sorting import FlowRunSort
 
-    connect_api()
+    from candleflow.cli.runs import short_ids
+
+    if limit < 1:
+        raise InvalidRequest(f"--limit must be at least 1, got {limit}")
+    connect_api(quiet=as_json)
     with get_client(sync_client=True) as client:
         flow_runs = client.read_flow_runs(sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=limit)
         progress = _progress_by_run(client, [r.id for r in flow_runs])
+    if as_json:
+        listed = []
+        for r in flow_runs:
+            pct, description = progress.get(r.id, (None, ""))
+            started = r.start_time or r.expected_start_time
+            listed.append(
+                {
+                    "id": str(r.id),
+                    "name": r.name,
+                    "state": r.state_name,
+                    "progress": None if pct is None else round(pct, 2),
+                    "started": started.isoformat() if started else None,
+                    "stage": description,
+                }
+            )
+        print(json.dumps(listed))
+        return
+    ids = {r.id: str(r.id) for r in flow_runs} if wide else short_ids([r.id for r in flow_runs])
     table = Table(title="flow runs")
     for col in ("id", "name", "state", "progress", "started", "stage"):
-        table.add_column(col, justify="right" if col == "progress" else "left")
+        table.add_column(
+            col, justify="right" if col == "progress" else "left", no_wrap=col in ("id", "started")
+        )
     for r in flow_runs:
         pct, description = progress.get(r.id, (None, ""))
         started = r.start_time or r.expected_start_time
         table.add_row(
-            str(r.id), r.name, r.state_name or "-", "-" if pct is None else f"{pct:.2f}%",
+            ids[r.id], r.name, r.state_name or "-", "-" if pct is None else f"{pct:.2f}%",
             started.strftime("%Y-%m-%d %H:%M:%S") if started else "-", description,
         )  # fmt: skip
-    out().print(table)
+    console = out()
+    if wide:  # as `kubectl -o wide`: wider than the terminal rather than squeezing the columns
+        console = Console(width=max(console.width, 160))
+    console.print(table)
 
 
 @app.command()
 def watch(
-    run_id: Annotated[str, typer.Argument(help="Flow run id (see `candleflow runs`).")],
+    run_id: Annotated[
+        str, typer.Argument(help="Flow run id, or a unique start of it (see `candleflow runs`).")
+    ],
     interval: Annotated[float, typer.Option(help="Seconds between polls (≤ 1).")] = 0.5,
 ) -> int:
     """Follow a flow run's progress artifact until the run ends; exit code = its outcome."""
@@ -301,10 +335,13 @@ def watch(
     from prefect.exceptions import ObjectNotFound
     from rich.progress import BarColumn, Progress, TextColumn
 
-    flow_run_id = _parse_run_id(run_id)
+    from candleflow.cli.runs import check_run_ref, resolve_run_id
+
+    check_run_ref(run_id)
     interval = min(max(interval, 0.05), 1.0)
     connect_api()
     with get_client(sync_client=True) as client:
+        flow_run_id = resolve_run_id(client, run_id)
         try:
             flow_run = client.read_flow_run(flow_run_id)
         except ObjectNotFound:
@@ -333,7 +370,9 @@ def watch(
 
 @app.command()
 def cancel(
-    run_id: Annotated[str, typer.Argument(help="Flow run id (see `candleflow runs`).")],
+    run_id: Annotated[
+        str, typer.Argument(help="Flow run id, or a unique start of it (see `candleflow runs`).")
+    ],
 ) -> int:
     """Ask a flow run to stop (state CANCELLING): it saves what it fetched and ends Cancelled."""
     from prefect.client.orchestration import get_client
@@ -342,9 +381,12 @@ def cancel(
     from prefect.exceptions import ObjectNotFound
     from prefect.states import Cancelling
 
-    flow_run_id = _parse_run_id(run_id)
+    from candleflow.cli.runs import check_run_ref, resolve_run_id
+
+    check_run_ref(run_id)
     connect_api()
     with get_client(sync_client=True) as client:
+        flow_run_id = resolve_run_id(client, run_id)
         try:
             flow_run = client.read_flow_run(flow_run_id)
         except ObjectNotFound:

@@ -25,6 +25,7 @@ from candleflow.cli.common import (
     flow_exit_code,
     out,
     run_flow_in_process,
+    show_prefect_logs,
     sigint_cancels,
 )
 from candleflow.errors import CandleflowError
@@ -76,7 +77,12 @@ def backfill(
     features: Annotated[
         str, typer.Option(help="Feature spec: default, a YAML file, or none.")
     ] = "default",
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Only the result and errors: no progress.")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show Prefect's run logs on the terminal.")
+    ] = False,
 ) -> int:
     """Backfill every symbol of UNIVERSE × timeframes, then their features (see deployments/)."""
     from candleflow.errors import InvalidRequest
@@ -105,7 +111,7 @@ def backfill(
         source=source, store=str(store), start=start, end=end,
     )  # fmt: skip
     display = QueueDisplay([(e.symbol, tf) for e in entries for tf in tfs])
-    state, handle = _run_backfill(backfill_flow, params, display, quiet=quiet)
+    state, handle = _run_backfill(backfill_flow, params, display, quiet=quiet, verbose=verbose)
     if handle.summary is not None:
         _print_summary(handle.summary)
     code = flow_exit_code(state, handle)
@@ -123,15 +129,19 @@ def _spec_argument(spec: str) -> object:
 
 
 def _run_backfill(
-    flow_fn: Any, params: dict[str, Any], display: QueueDisplay, *, quiet: bool
+    flow_fn: Any, params: dict[str, Any], display: QueueDisplay, *, quiet: bool, verbose: bool
 ) -> tuple[Any, Any]:
     """Like ``run_flow_in_process``, with one display row per queue row."""
+    if verbose:
+        show_prefect_logs()
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     from candleflow.progress import CancelToken
     from tasks.progress import progress_context
 
-    connect_api()
+    if verbose:  # Prefect set its loggers' levels on import
+        show_prefect_logs()
+    connect_api(quiet=quiet)
     token = CancelToken()
     with contextlib.ExitStack() as stack:
         if not quiet:
@@ -170,7 +180,12 @@ def features(
     spec: Annotated[str, typer.Option(help="Feature spec: default or a YAML file.")] = "default",
     source: Annotated[str, typer.Option(help="Source the bars came from.")] = "synthetic",
     store: Annotated[Path, typer.Option(help="Store root.")] = DEFAULT_STORE,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Only the result and errors: no progress.")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show Prefect's run logs on the terminal.")
+    ] = False,
 ) -> int:
     """Compute SYMBOL's features beside its stored bars (only the rows that changed)."""
     from candleflow.features.catalogue import parse_feature_spec
@@ -190,6 +205,7 @@ def features(
         features_flow,
         dict(symbol=sym, timeframe=tf, source=source, store=str(store), spec=str(spec_value)),
         quiet=quiet,
+        verbose=verbose,
     )
     code = flow_exit_code(state, handle, reraise=(CandleflowError,))
     if code is not None:

@@ -8,6 +8,7 @@ Nothing here imports Prefect at module level: commands import flows lazily, so `
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from candleflow.errors import Cancelled, CandleflowError, InvalidRequest
+from candleflow.errors import Cancelled, CandleflowError, InvalidRequest, StoreWriteFailed
 
 if TYPE_CHECKING:
     from candleflow.progress import Sink
@@ -53,11 +54,20 @@ def flagged(exc: InvalidRequest) -> str:
 
 
 def check_store(store: Path) -> None:
-    """Reject a --store that is not a usable folder (before any work starts)."""
+    """Reject a --store that is not a usable folder (before any work starts).
+
+    A path that cannot be a folder is bad input (2); a folder the system will not let us write
+    (read-only, permissions) is a store failure (1), as it is when found during a save.
+    """
     if store.exists() and not store.is_dir():
         raise InvalidRequest(f"store {store} is not a directory: give a folder for --store")
+    existing = next((p for p in (store, *store.parents) if p.exists()), None)
+    if existing is not None and existing != store and not existing.is_dir():
+        raise InvalidRequest(
+            f"store {store} cannot be created: {existing} is a file; give a folder for --store"
+        )
     if store.exists() and not os.access(store, os.R_OK | os.W_OK | os.X_OK):
-        raise InvalidRequest(f"store {store} is not readable and writable: check its permissions")
+        raise StoreWriteFailed(str(store), str(store), "not readable and writable", errno.EACCES)
 
 
 @contextlib.contextmanager
@@ -116,11 +126,10 @@ def show_prefect_logs() -> None:
     """``--verbose``: Prefect's logs (run logs included, from INFO) on the terminal as well."""
     os.environ["PREFECT_LOGGING_LEVEL"] = "INFO"
     os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "INFO"
-    root = logging.getLogger()
-    for handler in root.handlers:
+    # The root logger stays at WARNING: HTTP clients' INFO lines say nothing about the run.
+    for handler in logging.getLogger().handlers:
         handler.removeFilter(terminal_log_filter)
         handler.setLevel(logging.INFO)
-    root.setLevel(logging.INFO)
     for name in ("prefect", "candleflow", "tasks", "flows"):
         logging.getLogger(name).setLevel(logging.INFO)
 

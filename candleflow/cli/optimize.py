@@ -206,7 +206,12 @@ def optimize(
     ] = None,
     source: Annotated[str, typer.Option(help="Source the bars came from.")] = "synthetic",
     store: Annotated[Path, typer.Option(help="Store root.")] = DEFAULT_STORE,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Only the result and errors: no progress.")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show Prefect's run logs on the terminal.")
+    ] = False,
 ) -> int:
     """Search strategy parameters on the stored bars of SYMBOL through the optimize flow.
 
@@ -248,6 +253,7 @@ def optimize(
             commission=commission, slippage=slippage, dask=dask, dask_address=dask_address,
         ),
         quiet=quiet,
+        verbose=verbose,
         display=OptimizeDisplay,
     )  # fmt: skip
     if handle.summary is not None:

@@ -184,9 +184,10 @@ class FileSource:
         self._count()
         frame = self.read(instrument.symbol, timeframe, instrument.calendar)
         if frame.empty:
+            path = self._file_for(instrument.symbol, parse_timeframe(timeframe))
             raise InvalidRequest(
-                f"{self._describe(instrument.symbol, timeframe)} has no bars (a header line and "
-                "no rows); add one row per bar below the header"
+                f"{path} has no bars (a header line and no rows); add one row per bar below "
+                "the header"
             )
         return pd.Timestamp(frame.index[0])
 

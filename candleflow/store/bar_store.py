@@ -341,7 +341,7 @@ class BarStore:
     def _load_meta(path: Path) -> dict[str, object]:
         try:
             text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # no series (the root may be a file)
             return {}
         except UnicodeDecodeError as exc:
             raise StoreCorrupted(str(path), f"not UTF-8 text: {exc}") from exc
