@@ -336,6 +336,7 @@ def watch(
     from rich.progress import BarColumn, Progress, TextColumn
 
     from candleflow.cli.runs import check_run_ref, resolve_run_id
+    from candleflow.progress.display import FittedTextColumn
 
     check_run_ref(run_id)
     interval = min(max(interval, 0.05), 1.0)
@@ -349,7 +350,7 @@ def watch(
         bar = Progress(
             TextColumn("{task.description}", markup=False), BarColumn(),
             TextColumn("{task.percentage:6.2f}%"),
-            TextColumn("{task.fields[detail]}", markup=False), console=err,
+            FittedTextColumn("{task.fields[detail]}"), console=err,
         )  # fmt: skip
         with bar:
             task = bar.add_task(flow_run.name, total=100.0, detail="")

@@ -30,6 +30,7 @@ from candleflow.cli.common import (
 )
 from candleflow.errors import CandleflowError
 from candleflow.progress import ProgressEvent
+from candleflow.progress.display import FittedTextColumn
 
 
 class QueueDisplay:
@@ -42,7 +43,7 @@ class QueueDisplay:
             BarColumn(),
             TextColumn("{task.percentage:6.2f}%"),
             TextColumn("{task.fields[status]:<11}", markup=False),
-            TextColumn("{task.fields[detail]}", markup=False),
+            FittedTextColumn("{task.fields[detail]}"),  # cut before the bars shrink
             console=err,
         )
         self.rows: dict[tuple[str, str], TaskID] = {

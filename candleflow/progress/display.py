@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import threading
 from types import TracebackType
+from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn
+from rich.progress import BarColumn, Progress, Task, TaskID, TextColumn
+from rich.table import Column
+from rich.text import Text
 
 from candleflow.progress.events import ProgressEvent, format_counter, format_duration
 
@@ -55,6 +58,21 @@ def _eta_text(event: ProgressEvent) -> str:
     return f"ETA {format_duration(event.eta)}" if event.eta is not None else "ETA -:--"
 
 
+class FittedTextColumn(TextColumn):
+    """A text column that gives way when a line is too wide: it is cut with "…" on its one line
+    before the bar shrinks (a long segment text once squeezed the bar to one character)."""
+
+    def __init__(self, text_format: str, **kwargs: Any) -> None:
+        # A wrapable column is the one a Rich table narrows first; the text itself never wraps.
+        column = Column(no_wrap=False, overflow="ellipsis")
+        super().__init__(text_format, markup=False, table_column=column, **kwargs)
+
+    def render(self, task: Task) -> Text:
+        text = super().render(task)
+        text.no_wrap, text.overflow = True, "ellipsis"
+        return text
+
+
 class RichSink:
     """Draws progress events with ``rich.progress``; one task line per operation name."""
 
@@ -71,7 +89,7 @@ class RichSink:
             BarColumn(),
             TextColumn("{task.fields[pct]}", markup=False, justify="right"),
             TextColumn("{task.fields[stage]}", markup=False, style="cyan"),
-            TextColumn("{task.fields[detail]}", markup=False),
+            FittedTextColumn("{task.fields[detail]}"),
             TextColumn("{task.fields[counters]}", markup=False, style="green"),
             TextColumn("{task.fields[eta]}", markup=False, style="magenta"),
             console=console,
