@@ -15,6 +15,12 @@ def _progress() -> None:
     bench_progress.main()
 
 
+def _eta() -> None:
+    from bench import bench_eta
+
+    bench_eta.main()
+
+
 def _backtest() -> None:
     from bench import bench_backtest
 
@@ -41,6 +47,7 @@ def _server() -> None:
 
 BENCHES: dict[str, Callable[[], None]] = {
     "progress": _progress,
+    "eta": _eta,
     "backtest": _backtest,
     "fetch": _fetch,
     "flow": _flow,

@@ -25,6 +25,7 @@ from types import MappingProxyType, TracebackType
 from typing import Final
 
 from candleflow.errors import Cancelled, InvalidRequest
+from candleflow.progress.eta import EtaEstimator
 from candleflow.progress.events import (
     CancelToken,
     ListSink,
@@ -303,6 +304,7 @@ class ProgressTracker:
         "_deadline",
         "_dispatching",
         "_emit_lock",
+        "_eta",
         "_final_sent",
         "_focus",
         "_item_rate",
@@ -368,6 +370,7 @@ class ProgressTracker:
         self._item_rate: float | None = None
         self._item_rate_t: float | None = None
         self._item_rate_progress = 0.0
+        self._eta = EtaEstimator()
 
     @classmethod
     def null(cls, operation: str = "") -> ProgressTracker:
@@ -479,6 +482,7 @@ class ProgressTracker:
             self._focus = span
             self._item_rate = None
             self._item_rate_t = None
+            self._eta.enter_stage(entry.weight, self._clock())
         self._emit(True)
 
     def _enter_child(self, span: Span) -> None:
@@ -612,7 +616,9 @@ class ProgressTracker:
             stage_index = self._plan.index(current) + 1
             items_done = int(current.span._done)
             items_total = current.span._total
-            item_rate = self._smooth_item_rate(now, current.span._items_progress())
+            progress = current.span._items_progress()
+            item_rate = self._smooth_item_rate(now, progress)
+            self._eta.observe(now, progress)
 
         detail = parent_position = child_position = ""
         deepest = self._focus
@@ -633,10 +639,8 @@ class ProgressTracker:
         eta: float | None = None
         if done:
             eta = 0.0
-        elif not cancelled and pct_rate is not None and pct_rate > 0:
-            eta = (100.0 - raw) / pct_rate
-            if not (math.isfinite(eta) and eta >= 0):
-                eta = None
+        elif not cancelled:
+            eta = self._estimate_eta(now, raw, pct_rate, current, items_total)
 
         return ProgressEvent(
             operation=self._operation,
@@ -656,6 +660,30 @@ class ProgressTracker:
             cancelled=cancelled,
             done=done,
         )
+
+    def _estimate_eta(
+        self,
+        now: float,
+        raw: float,
+        pct_rate: float | None,
+        current: _PlannedStage | None,
+        items_total: int | None,
+    ) -> float | None:
+        """From the dominant work unit (the current stage's items, see :mod:`.eta`); in a stage
+        without items, at the pace of the short stages done once only such stages are left;
+        before any stage, from the smoothed overall rate once a second of it has been seen."""
+        if current is not None:
+            index = self._plan.index(current)
+            rest = sum(e.weight for e in self._plan[index + 1 :] if e.state != _DONE)
+            planned = sum(e.weight for e in self._plan)
+            if items_total:
+                return self._eta.estimate(now, items_total, rest, planned)
+            fraction = current.span._fraction() if current.span is not None else 0.0
+            return self._eta.estimate_short(now, fraction, rest, planned)
+        if pct_rate is None or pct_rate <= 0 or now - self._start < 1.0:
+            return None
+        eta = (100.0 - raw) / pct_rate
+        return eta if math.isfinite(eta) and eta >= 0 else None
 
     def _smooth_percentage_rate(self, now: float, raw: float) -> float | None:
         dt = now - self._pct_rate_t

@@ -65,21 +65,22 @@ def describe_event(event: ProgressEvent, percentage: float | None = None) -> str
 
 def describe_progress(event: ProgressEvent, percentage: float | None = None) -> str:
     """The progress artifact's description (also what ``watch`` and ``runs`` show): percent with
-    two decimals, then :func:`describe_event`, then the ETA while running, e.g.
-    "62.50% · Fetching segment 3/8: 2024-03-01 → 2024-03-31 · 1,250 bars · 4 API calls · ETA 0:12".
+    two decimals, the ETA while running (once the tracker has a meaningful one), then
+    :func:`describe_event`, e.g. "62.50% · ETA 0:12 · Fetching segment 3/8: 2024-03-01 →
+    2024-03-31 · 1,250 bars · 4 API calls".
 
-    The Prefect UI rounds the progress value to a whole percent and its card truncates long text,
-    so the exact figure goes first and the ETA (when the tracker has a meaningful one) last; a
-    final event reads as :func:`describe_event` says it.
+    The Prefect UI rounds the progress value to a whole percent and its run page's card cuts the
+    description after about 40 characters, so the exact figure and the ETA go first; a final
+    event reads as :func:`describe_event` says it.
     """
     text = describe_event(event, percentage)
     if event.done or event.cancelled:  # "Done in 0:32", "Cancelled at 62.50%" say it already
         return text
     pct = event.percentage if percentage is None else percentage
-    parts = [f"{pct:.2f}%", text]
+    parts = [f"{pct:.2f}%"]
     if event.eta is not None:
         parts.append(f"ETA {format_duration(event.eta)}")
-    return " · ".join(parts)
+    return " · ".join([*parts, text])
 
 
 def feature_position(event: ProgressEvent) -> str:

@@ -59,7 +59,7 @@ class _DescriptionPoller:
         return self.seen
 
 
-RUNNING = re.compile(r"^\d{1,3}\.\d\d% · Backfilling: .+ · ETA \d+:\d\d$")
+RUNNING = re.compile(r"^\d{1,3}\.\d\d% · ETA \d+:\d\d · Backfilling: .+$")
 
 
 def test_a_backfill_of_twelve_series_leaves_one_live_queue_table_on_its_run(
