@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
 import tempfile
 import time
@@ -323,6 +324,10 @@ def runs(
     console.print(table)
 
 
+#: A progress description's leading percent ("42.82% · …"), which ``watch`` shows in its own column.
+_LEADING_PERCENT = re.compile(r"^\d+(?:\.\d+)?% · ")
+
+
 @app.command()
 def watch(
     run_id: Annotated[
@@ -356,6 +361,8 @@ def watch(
             task = bar.add_task(flow_run.name, total=100.0, detail="")
             while True:
                 pct, detail = _progress_by_run(client, [flow_run_id]).get(flow_run_id, (0.0, ""))
+                # The description leads with the percent too (for the UI's card): shown once.
+                detail = _LEADING_PERCENT.sub("", detail)
                 bar.update(task, completed=pct, detail=detail)
                 state = flow_run.state
                 if state is not None and state.is_final():

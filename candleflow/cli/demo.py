@@ -137,7 +137,7 @@ def _run_flows(
     from flows.load_data import load_data, load_parameters
     from tasks.progress import progress_context
 
-    connect_api()
+    connect_api(quiet=not progress)  # the demo ends with the UI's URL anyway
     summaries: list[tuple[str, LoadSummary]] = []
     # Short in-process runs: the heartbeat thread would only add a second to each (DESIGN §8).
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):

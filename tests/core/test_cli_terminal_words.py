@@ -69,3 +69,13 @@ def test_a_load_range_reads_in_exchange_time(
     start: str, end: str, exchange: str, expected: str
 ) -> None:
     assert exchange_range(start, end, exchange) == expected
+
+
+def test_watch_shows_the_percent_once() -> None:
+    from candleflow.cli.app import _LEADING_PERCENT
+
+    assert (
+        _LEADING_PERCENT.sub("", "42.82% · ETA 2:16 · Backfilling: 4/12")
+        == "ETA 2:16 · Backfilling: 4/12"
+    )
+    assert _LEADING_PERCENT.sub("", "Done in 0:34 · 7,035 bars") == "Done in 0:34 · 7,035 bars"
