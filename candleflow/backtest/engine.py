@@ -22,6 +22,9 @@ with market orders, ``trade_on_close=False``, ``hedging=False``):
 
 The kernel runs ``chunk_size`` candles per call; between calls the driver advances a progress
 span (unit "Candle") and polls the cancel token, so both cost one Python call per chunk.
+
+Why one module over 600 lines: the fill step, the compiled kernel and its chunk driver are one
+simulation whose rules must read together (the fused grid inlines the same fill step).
 """
 
 from __future__ import annotations

@@ -46,6 +46,10 @@ state at a row (``state_columns`` — the output itself for EMA/ATR, the Wilder 
 two EMAs plus the signal for MACD) is kept, and :func:`compute_feature_rows` continues the same
 recurrence from the state of the row before, which reproduces a full recomputation bit for bit.
 :mod:`candleflow.features.store` stores those states in ``_state_*`` columns beside the values.
+
+Why one module of ~700 lines: it is one table — each kind's parser, column names, warm-up length,
+full computation and incremental step sit next to each other in the catalogue, so that a kind is
+added or changed in one place (the array maths lives apart, in ``indicators``).
 """
 
 from __future__ import annotations

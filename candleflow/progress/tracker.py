@@ -12,6 +12,10 @@ emit. A :class:`CancelToken` carries cancellation from the outside (Ctrl+C, the 
 loops that poll it at segment or chunk boundaries. The event record, sinks, formatting helpers and
 the token are defined in :mod:`candleflow.progress.events` and re-exported here. Nothing here
 knows about Prefect.
+
+Why one module of ~700 lines: spans and the tracker are one state machine under one lock — a
+span's advance, a child span's close and the tracker's throttled emission read and write the same
+counters — so splitting them would only spread that lock's invariants over two files.
 """
 
 from __future__ import annotations
