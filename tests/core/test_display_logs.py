@@ -30,7 +30,9 @@ def test_prefect_s_lines_stay_out_of_the_live_display() -> None:
         handler.setLevel(logging.WARNING)
         handler.addFilter(terminal_log_filter)
         root = logging.getLogger()
-        root.addHandler(handler)
+        # Only the CLI's handler: Prefect's own console handler, installed on the root logger
+        # by earlier tests that imported Prefect, is not what this test is about.
+        others, root.handlers = root.handlers, [handler]
         try:
             for name in logger_names:
                 logging.getLogger(name).setLevel(logging.INFO)
@@ -41,7 +43,7 @@ def test_prefect_s_lines_stay_out_of_the_live_display() -> None:
             _log("candleflow.test", logging.WARNING, "x.csv: 3 rows repaired (rule: high < low)")
             sink(ProgressEvent(operation="load AAPL 1h", percentage=27.52, stage="fetch_segments"))
         finally:
-            root.removeHandler(handler)
+            root.handlers = others
             for name, level in saved.items():
                 logging.getLogger(name).setLevel(level)
     shown = buffer.getvalue()
