@@ -37,6 +37,7 @@ FLAGS: Mapping[str, str] = {
     "ib_host": "--ib-host", "ib_port": "--ib-port", "client_id": "--client-id",
     "time_scale": "--ib-time-scale", "method": "--method", "objective": "--objective",
     "iterations": "--iterations", "batch_size": "--batch-size", "concurrency": "--concurrency",
+    "store": "--store",
 }  # fmt: skip
 
 err = Console(stderr=True, soft_wrap=True)  # one error, one line
@@ -45,6 +46,21 @@ err = Console(stderr=True, soft_wrap=True)  # one error, one line
 def out() -> Console:
     # Built per call so tests capturing stdout see the output.
     return Console()
+
+
+def write_stdout(text: str) -> None:
+    """Write ``text`` to stdout as data for another tool; a reader that stops early (``| head``)
+    ends the output quietly, as it does for any Unix filter."""
+    import sys
+
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python would complain again when flushing at exit: point stdout at nothing first.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def flagged(exc: InvalidRequest) -> str:
