@@ -41,7 +41,7 @@ from candleflow.errors import InvalidRequest, NoData, StoreCorrupted
 from candleflow.features.catalogue import FeatureSpec, compute_feature_rows, parse_feature_spec
 from candleflow.models import BAR_COLUMNS, INDEX_NAME, parse_timestamp
 from candleflow.progress import Span
-from candleflow.store.atomic import atomic_write, make_dirs
+from candleflow.store.atomic import atomic_write, make_dirs, write_refusals
 from candleflow.store.bar_store import BarStore
 from candleflow.store.partitions import (
     PartitionKey,
@@ -336,7 +336,8 @@ def update_features(
         state = _state_at(stored, start - 1, parsed) if start > 0 else None
         rows = compute_feature_rows(bars, parsed, start=start, state=state, span=span)
         rows[HASH_COLUMN] = hashes[start:]
-        written = _write_partitions(series_dir, tf, paths, stored, start, rows, spec_json)
+        with write_refusals(store.root, series_dir):
+            written = _write_partitions(series_dir, tf, paths, stored, start, rows, spec_json)
         store.update_meta(
             source,
             symbol,

@@ -9,13 +9,16 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import date, datetime, timedelta
 from enum import Enum
 from pathlib import Path
 from typing import BinaryIO
 
+import filelock
 import numpy as np
+
+from candleflow.errors import CandleflowError, StoreWriteFailed
 
 
 def fsync_dir(path: Path) -> None:
@@ -51,6 +54,19 @@ def atomic_write(final: Path, write: Callable[[BinaryIO], object]) -> None:
             tmp.unlink()
         raise
     fsync_dir(final.parent)
+
+
+@contextlib.contextmanager
+def write_refusals(root: Path, path: Path) -> Iterator[None]:
+    """Within, the system refusing a write (disk full, read-only, permissions: ``OSError``)
+    raises :class:`StoreWriteFailed` naming the store ``root``, the file and what to do; our own
+    errors (a busy lock, bad input) pass unchanged."""
+    try:
+        yield
+    except (CandleflowError, filelock.Timeout):
+        raise
+    except OSError as exc:
+        raise StoreWriteFailed.from_os_error(str(root), str(path), exc) from exc
 
 
 def json_default(value: object) -> object:

@@ -35,14 +35,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from candleflow.errors import (
-    CandleflowError,
     InvalidRequest,
     StoreBusy,
     StoreCorrupted,
-    StoreWriteFailed,
 )
 from candleflow.models import BAR_COLUMNS, INDEX_NAME, SYMBOL_RE, parse_timestamp
-from candleflow.store.atomic import atomic_write, json_default, make_dirs
+from candleflow.store.atomic import atomic_write, json_default, make_dirs, write_refusals
 from candleflow.store.frames import check_ohlc, empty_bars, normalize_bars
 from candleflow.store.partitions import (
     PartitionKey,
@@ -234,16 +232,10 @@ class BarStore:
         finally:
             flock.release()
 
-    @contextlib.contextmanager
-    def _writing(self, path: Path) -> Iterator[None]:
-        """Within, the system refusing a write (disk full, read-only, permissions: ``OSError``)
-        raises :class:`StoreWriteFailed` naming this store and what to do."""
-        try:
-            yield
-        except (CandleflowError, filelock.Timeout):
-            raise
-        except OSError as exc:
-            raise StoreWriteFailed.from_os_error(str(self.root), str(path), exc) from exc
+    def _writing(self, path: Path) -> contextlib.AbstractContextManager[None]:
+        """Within, the system refusing a write raises :class:`StoreWriteFailed` naming this store
+        and what to do (:func:`~candleflow.store.atomic.write_refusals`)."""
+        return write_refusals(self.root, path)
 
     # -- reading -----------------------------------------------------------------------------
 

@@ -109,3 +109,26 @@ def test_metadata_updates_that_are_refused_fail_the_same_way(
     with pytest.raises(StoreWriteFailed, match="free space"):
         store.update_meta("synthetic", "AAPL", "1d", note="x")
     assert _snapshot(store.root) == before
+
+
+@pytest.mark.parametrize(
+    ("code", "fix"), [(errno.ENOSPC, "free space"), (errno.EROFS, "read-only")]
+)
+def test_feature_writes_that_are_refused_name_the_store_and_keep_the_features(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, fix: str
+) -> None:
+    from candleflow.features import store as feature_store_module
+    from candleflow.features.store import FeatureStore, update_features
+
+    store = BarStore(tmp_path / "store")
+    store.write("synthetic", "AAPL", "1d", _bars("2024-01-01", "2024-03-01"))
+    features = FeatureStore(store)
+    update_features(store, features, "synthetic", "AAPL", "1d")
+    store.write("synthetic", "AAPL", "1d", _bars("2024-03-01", "2024-04-01"))
+    before = _snapshot(store.root)
+    monkeypatch.setattr(feature_store_module, "atomic_write", _failing_atomic_write(code))
+    with pytest.raises(StoreWriteFailed) as caught:
+        update_features(store, features, "synthetic", "AAPL", "1d")
+    message = str(caught.value)
+    assert str(store.root) in message and fix in message and "\n" not in message
+    assert _snapshot(store.root) == before
