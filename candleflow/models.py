@@ -20,19 +20,25 @@ BAR_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
 INDEX_NAME = "timestamp"
 
-#: Legal symbols: letters, digits and ``. - _ ^ =``, 1–32 characters, not starting with ``.``
-#: (so ``.`` and ``..`` fail too). Use ``fullmatch``: ``$`` would let a trailing newline in.
-SYMBOL_RE = re.compile(r"[A-Za-z0-9_^=\-][A-Za-z0-9._^=\-]{0,31}")
+#: Legal symbols: letters, digits and ``. - _ ^ = :``, 1–32 characters, not starting with ``.``
+#: or ``:`` (so ``.`` and ``..`` fail too); ``:`` separates an instrument spec's parts
+#: (``ES:FUT``). Use ``fullmatch``: ``$`` would let a trailing newline in.
+SYMBOL_RE = re.compile(r"[A-Za-z0-9_^=\-][A-Za-z0-9._^=:\-]{0,31}")
 
 
 def parse_symbol(value: object) -> str:
-    """A user-given symbol, stripped and upper-cased; ``InvalidRequest`` if it is malformed."""
+    """A user-given symbol or instrument spec in its canonical form (``aapl`` → ``AAPL``,
+    ``eurusd:fx`` → ``EUR.USD``, ``ESZ6`` → ``ES:FUT:202612``; see
+    :mod:`candleflow.instruments`); ``InvalidRequest`` if it is malformed."""
+    from candleflow.instruments import parse_instrument
+
     if not isinstance(value, str) or SYMBOL_RE.fullmatch(value.strip().upper()) is None:
         raise InvalidRequest(
             f"invalid symbol {value!r}: use 1-32 letters, digits or . - _ ^ = "
-            "(not starting with '.'), e.g. 'AAPL', 'BRK.B', '^GSPC', 'EURUSD=X'"
+            "(not starting with '.'), e.g. 'AAPL', 'BRK.B', '^GSPC', 'EURUSD=X', or an "
+            "instrument spec such as 'EUR.USD', 'ES:fut', 'ESZ6', 'SPX:ind'"
         )
-    return value.strip().upper()
+    return parse_instrument(value).key
 
 
 def parse_timestamp(
@@ -89,8 +95,12 @@ class GapClass(StrEnum):
 class Instrument:
     """A tradable instrument as resolved by a source.
 
-    ``calendar`` is an exchange_calendars name (``XNYS``, ``CMES``, ``24/5``…) used for gap
-    analysis; ``exchange`` is the routing exchange a broker wants (``SMART``).
+    ``symbol`` is the canonical instrument spec (``AAPL``, ``EUR.USD``, ``ES:FUT:202612``; see
+    :mod:`candleflow.instruments`), the name the store files the series under. ``calendar`` is
+    an exchange_calendars name (``XNYS``, ``GLOBEX``, ``FX``…) used for gap analysis;
+    ``exchange`` is the routing exchange a broker wants (``SMART``, ``IDEALPRO``, ``CME``);
+    ``sec_type`` is IB's (``STK``, ``CASH``, ``CONTFUT``, ``FUT``, ``IND``). The remaining
+    fields record the contract a broker qualified.
     """
 
     symbol: str
@@ -101,6 +111,36 @@ class Instrument:
     primary_exchange: str = ""
     con_id: int = 0
     long_name: str = ""
+    #: The qualified contract's month or last trading day (``YYYYMM[DD]``; futures only).
+    expiry: str = ""
+    #: Contract multiplier as IB writes it (``"50"`` for ES; empty for stocks, pairs, indices).
+    multiplier: str = ""
+    #: The contract's symbol on its exchange (``ESZ6``, ``EUR.USD``), as IB reports it.
+    local_symbol: str = ""
+    trading_class: str = ""
+
+    @property
+    def what_to_show(self) -> str:
+        """IB's bar type for the instrument: ``MIDPOINT`` for a forex pair, else ``TRADES``."""
+        return "MIDPOINT" if self.sec_type == "CASH" else "TRADES"
+
+    def to_meta(self) -> dict[str, object]:
+        """The instrument as the series metadata records it (the qualified contract)."""
+        return {
+            "symbol": self.symbol,
+            "sec_type": self.sec_type,
+            "con_id": self.con_id,
+            "exchange": self.exchange,
+            "primary_exchange": self.primary_exchange,
+            "currency": self.currency,
+            "expiry": self.expiry,
+            "multiplier": self.multiplier,
+            "local_symbol": self.local_symbol,
+            "trading_class": self.trading_class,
+            "calendar": self.calendar,
+            "long_name": self.long_name,
+            "what_to_show": self.what_to_show,
+        }
 
 
 @dataclass(frozen=True, slots=True)

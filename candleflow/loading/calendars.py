@@ -12,20 +12,35 @@ closes give short days. Two alignments of intraday bars are supported:
 Daily bars are labelled with the session date at midnight UTC; a session belongs to a range
 ``[start, end)`` when its close falls in ``(start, end]`` (so "from 2024-01-02" includes the CME
 session of that date that opened the evening before).
+
+Two calendars exchange_calendars lacks are registered here, beside its own:
+
+* ``FX`` — the interbank forex week (IB's IDEALPRO): sessions from 17:00 New York the evening
+  before to 17:00 New York, Monday to Friday, so the week runs Sunday 17:00 to Friday 17:00 and
+  nothing trades on Saturday; no holidays (the market trades through them, thinly).
+* ``GLOBEX`` — CME Globex for futures: exchange_calendars' ``CMES`` (holidays, and the 12:00 CT
+  early closes of US holidays) with the session ending at 16:00 Chicago instead of 17:00, which
+  leaves the daily maintenance break 16:00–17:00 CT when nothing trades. (``CMES`` itself runs
+  each session into the next one without a break.)
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 from dataclasses import dataclass
 from datetime import tzinfo
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 import exchange_calendars as xcals
 import numpy as np
 import pandas as pd
+from exchange_calendars.exchange_calendar import HolidayCalendar
+from exchange_calendars.exchange_calendar_cmes import CMESExchangeCalendar
 
 from candleflow.errors import InvalidRequest
+from candleflow.instruments import FX_CALENDAR, GLOBEX_CALENDAR
 from candleflow.models import INDEX_NAME, parse_timestamp
 from candleflow.timeframes import Timeframe, parse_timeframe
 
@@ -34,6 +49,34 @@ ALIGNMENTS: tuple[str, ...] = ("clock", "session")
 DEFAULT_CALENDAR = "XNYS"
 _EARLIEST = pd.Timestamp("1990-01-01")
 _MINUTE = pd.Timedelta(minutes=1)
+
+
+class FXCalendar(xcals.ExchangeCalendar):  # type: ignore[misc]
+    """The forex week: sessions 17:00 to 17:00 New York, opening the evening before, Mon–Fri."""
+
+    name = FX_CALENDAR
+    tz = ZoneInfo("America/New_York")
+    open_times = ((None, dt.time(17)),)
+    close_times = ((None, dt.time(17)),)
+
+    @property
+    def open_offset(self) -> int:
+        return -1
+
+    @property
+    def regular_holidays(self) -> HolidayCalendar:
+        return HolidayCalendar([])
+
+
+class GlobexCalendar(CMESExchangeCalendar):  # type: ignore[misc]
+    """CME Globex: ``CMES`` with sessions ending at 16:00 CT (the daily maintenance break)."""
+
+    name = GLOBEX_CALENDAR
+    close_times = ((None, dt.time(16)),)
+
+
+for _calendar in (FXCalendar, GlobexCalendar):
+    xcals.register_calendar_type(_calendar.name, _calendar, force=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +102,7 @@ def _load_calendar(name: str, first_year: int) -> Any:
     except xcals.errors.InvalidCalendarName:
         raise InvalidRequest(
             f"unknown calendar {name!r}: use an exchange_calendars name such as XNYS, XLON, "
-            "CMES or 24/5 (`candleflow calendars` lists them)"
+            "CMES, or GLOBEX (CME futures) or FX (forex 24/5) (`candleflow calendars` lists them)"
         ) from None
     except ValueError:
         # Some calendars cannot start as early as asked; their own default bounds will do.

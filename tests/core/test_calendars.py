@@ -111,3 +111,75 @@ def test_to_utc_reads_naive_times_in_the_exchange_zone() -> None:
     assert to_utc("2024-07-01T09:30:00+00:00") == pd.Timestamp("2024-07-01 09:30", tz="UTC")
     with pytest.raises(InvalidRequest, match="malformed date"):
         to_utc("2024-13-45")
+
+
+# --- forex (FX: 24/5 New York) and CME futures (GLOBEX) -------------------------------------
+# Golden answers transcribed by hand from the trading hours, not computed by the code under test:
+# IDEALPRO forex trades from Sunday 17:00 to Friday 17:00 New York, continuously; CME Globex
+# equity futures trade 17:00–16:00 Chicago (a 60-minute maintenance break every day), and on
+# Thanksgiving (Thu 2026-11-26) and the Friday after, the session ends at 12:00 Chicago
+# (exchange_calendars' CMES special closes).
+CHICAGO = "America/Chicago"
+
+
+def test_a_full_fx_week_has_120_hourly_bars_from_sunday_evening_to_friday_1700_new_york() -> None:
+    # Saturday 2026-11-14 to Saturday 2026-11-21 (UTC): the whole week and nothing around it.
+    grid = expected_bars("FX", "1h", pd.Timestamp("2026-11-14", tz="UTC"),
+                         pd.Timestamp("2026-11-21 12:00", tz="UTC"))  # fmt: skip
+    local = grid.starts.tz_convert(NY)
+    assert len(grid) == 5 * 24
+    assert local[0] == pd.Timestamp("2026-11-15 17:00", tz=NY)  # Sunday evening
+    assert local[-1] == pd.Timestamp("2026-11-20 16:00", tz=NY)  # the last bar ends Fri 17:00
+    assert grid.ends[-1] == pd.Timestamp("2026-11-20 17:00", tz=NY)
+    assert not any(ts.weekday() == 5 for ts in local)  # none on Saturday
+    assert not any(ts.weekday() == 6 and ts.hour < 17 for ts in local)
+
+
+def test_fx_daily_bars_are_the_five_weekday_sessions() -> None:
+    grid = expected_bars("FX", "1d", pd.Timestamp("2026-11-14", tz="UTC"),
+                         pd.Timestamp("2026-11-21 12:00", tz="UTC"))  # fmt: skip
+    assert [ts.strftime("%a %d") for ts in grid.starts] == [
+        "Mon 16",
+        "Tue 17",
+        "Wed 18",
+        "Thu 19",
+        "Fri 20",
+    ]
+
+
+def test_an_es_week_on_globex_has_23_hourly_bars_a_day_and_none_in_the_maintenance_break() -> None:
+    grid = expected_bars("GLOBEX", "1h", pd.Timestamp("2026-11-14", tz="UTC"),
+                         pd.Timestamp("2026-11-21 12:00", tz="UTC"))  # fmt: skip
+    local = grid.starts.tz_convert(CHICAGO)
+    assert len(grid) == 5 * 23
+    assert local[0] == pd.Timestamp("2026-11-15 17:00", tz=CHICAGO)
+    assert local[-1] == pd.Timestamp("2026-11-20 15:00", tz=CHICAGO)
+    assert not any(ts.hour == 16 for ts in local)  # 16:00-17:00 CT: the daily break
+    per_session = pd.Series(1, index=local).groupby((local + pd.Timedelta(hours=7)).date).sum()
+    assert list(per_session) == [23, 23, 23, 23, 23]
+
+
+def test_thanksgiving_shortens_the_globex_sessions_to_1200_chicago() -> None:
+    grid = expected_bars("GLOBEX", "1h", pd.Timestamp("2026-11-21", tz="UTC"),
+                         pd.Timestamp("2026-11-28", tz="UTC"))  # fmt: skip
+    local = grid.starts.tz_convert(CHICAGO)
+    per_session = pd.Series(1, index=local).groupby((local + pd.Timedelta(hours=7)).date).sum()
+    # Mon-Wed: 17:00-16:00 (23 bars); Thanksgiving and Friday: 17:00 the evening before-12:00 (19).
+    assert {d.isoformat(): int(n) for d, n in per_session.items()} == {
+        "2026-11-23": 23, "2026-11-24": 23, "2026-11-25": 23, "2026-11-26": 19, "2026-11-27": 19,
+    }  # fmt: skip
+    assert grid.ends[-1] == pd.Timestamp("2026-11-27 12:00", tz=CHICAGO)
+    christmas = expected_bars("GLOBEX", "1d", pd.Timestamp("2026-12-24", tz="UTC"),
+                              pd.Timestamp("2026-12-29", tz="UTC"))  # fmt: skip
+    assert [ts.strftime("%m-%d") for ts in christmas.starts] == ["12-24", "12-28"]
+
+
+def test_globex_minute_bars_skip_the_break_and_a_session_is_1380_minutes() -> None:
+    lo, hi = (
+        pd.Timestamp("2026-11-17 21:00", tz=CHICAGO),
+        pd.Timestamp("2026-11-18 21:00", tz=CHICAGO),
+    )
+    grid = expected_bars("GLOBEX", "1m", lo.tz_convert("UTC"), hi.tz_convert("UTC"))
+    local = grid.starts.tz_convert(CHICAGO)
+    assert len(grid) == 24 * 60 - 60
+    assert not any(ts.hour == 16 for ts in local)
