@@ -36,6 +36,8 @@ from candleflow.cli.common import (
     EXIT_CANCELLED,
     EXIT_FAILED,
     EXIT_OK,
+    QuietOption,
+    VerboseOption,
     check_store,
     connect_api,
     err,
@@ -43,6 +45,7 @@ from candleflow.cli.common import (
     flow_exit_code,
     out,
     run_flow_in_process,
+    show_prefect_logs,
     terminal_log_filter,
 )
 from candleflow.errors import Cancelled, CandleflowError, InvalidRequest, UnknownSymbol
@@ -68,7 +71,8 @@ def demo(
     source: Annotated[
         str, typer.Option(help="ib (through the IB Gateway simulator) or synthetic.")
     ] = "ib",
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Run the offline demo: load bars into a store, twice, and report what happened.
 
@@ -79,6 +83,11 @@ def demo(
 
     if source.strip().lower() == "ib":
         cli_ib.quiet_client_logs()
+    if verbose:
+        show_prefect_logs()
+        import prefect  # noqa: F401  (its import sets its loggers' levels: set ours again)
+
+        show_prefect_logs()
     root = store or Path(tempfile.mkdtemp(prefix="candleflow-demo-"))
     result = run_demo(
         root,
@@ -143,6 +152,20 @@ def load(
         str,
         typer.Option(help="Intraday bar alignment: auto (detect a file's), clock or session."),
     ] = "auto",
+    tz: Annotated[
+        str | None,
+        typer.Option(
+            help="Time zone of naive times in --path files, e.g. Europe/London "
+            "(default: the exchange's)."
+        ),
+    ] = None,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Refuse a --path file with impossible prices (exit 2) instead of dropping them.",
+        ),
+    ] = False,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic source.")] = 0,
     delay: Annotated[float, typer.Option(help="Seconds per synthetic request (demos).")] = 0.0,
     ib_host: Annotated[str, typer.Option(help="IB gateway host (--source ib).")] = "127.0.0.1",
@@ -153,16 +176,14 @@ def load(
     ib_time_scale: Annotated[
         float, typer.Option(help="IB pacing windows x this; match `ib-sim --time-scale`.")
     ] = 1.0,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Only the result and errors: no progress.")
-    ] = False,
-    verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Show Prefect's run logs on the terminal.")
-    ] = False,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = False,
 ) -> int:
     """Load bars into the store through the load-data flow, with a progress bar.
 
     Ctrl+C stops cleanly at the next segment: what was fetched is saved (exit code 130).
+    With --source files and no --start/--end, the file's own range is imported; a range outside
+    it prints one line saying which range the file holds (exit 0, nothing written).
     """
     from candleflow.loading.pipeline import LoadRequest
     from candleflow.models import parse_symbol
@@ -174,8 +195,9 @@ def load(
         symbol, timeframe, start=start, end=end, mode=mode, calendar=exchange, align=align
     )
     options = parse_source_options(
-        source, path=None if path is None else str(path), seed=seed, delay=delay,
-        ib_host=ib_host, ib_port=ib_port, client_id=client_id, time_scale=ib_time_scale,
+        source, path=None if path is None else str(path), calendar_tz=tz, strict=strict,
+        seed=seed, delay=delay, ib_host=ib_host, ib_port=ib_port, client_id=client_id,
+        time_scale=ib_time_scale,
     )  # fmt: skip
     if options.name == "ib":
         cli_ib.quiet_client_logs()
@@ -198,7 +220,10 @@ def load(
         quiet=quiet,
         verbose=verbose,
     )  # fmt: skip
-    if handle.summary is not None:
+    if handle.summary is not None and handle.summary.get("notice"):
+        # A range outside what the source holds: one line says so, nothing was written.
+        out().print(str(handle.summary["notice"]), highlight=False, markup=False, soft_wrap=True)
+    elif handle.summary is not None:
         _print_load_summary(handle.summary, exchange)
     code = flow_exit_code(state, handle, reraise=(InvalidRequest, UnknownSymbol))
     if code is not None:

@@ -19,6 +19,8 @@ from candleflow.cli.common import (
     DEFAULT_STORE,
     EXIT_FAILED,
     EXIT_OK,
+    QuietOption,
+    VerboseOption,
     check_store,
     connect_api,
     err,
@@ -78,12 +80,8 @@ def backfill(
     features: Annotated[
         str, typer.Option(help="Feature spec: default, a YAML file, or none.")
     ] = "default",
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Only the result and errors: no progress.")
-    ] = False,
-    verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Show Prefect's run logs on the terminal.")
-    ] = False,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = False,
 ) -> int:
     """Backfill every symbol of UNIVERSE × timeframes, then their features (see deployments/)."""
     from candleflow.errors import InvalidRequest
@@ -181,12 +179,8 @@ def features(
     spec: Annotated[str, typer.Option(help="Feature spec: default or a YAML file.")] = "default",
     source: Annotated[str, typer.Option(help="Source the bars came from.")] = "synthetic",
     store: Annotated[Path, typer.Option(help="Store root.")] = DEFAULT_STORE,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Only the result and errors: no progress.")
-    ] = False,
-    verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Show Prefect's run logs on the terminal.")
-    ] = False,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = False,
 ) -> int:
     """Compute SYMBOL's features beside its stored bars (only the rows that changed)."""
     from candleflow.features.catalogue import parse_feature_spec

@@ -17,8 +17,9 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
+import typer
 from rich.console import Console
 
 from candleflow.errors import Cancelled, CandleflowError, InvalidRequest, StoreWriteFailed
@@ -39,6 +40,14 @@ FLAGS: Mapping[str, str] = {
     "iterations": "--iterations", "batch_size": "--batch-size", "concurrency": "--concurrency",
     "store": "--store",
 }  # fmt: skip
+
+#: The two output options every command that runs a flow takes, declared once.
+QuietOption = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Only the result and errors: no progress.")
+]
+VerboseOption = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Show Prefect's run logs on the terminal.")
+]
 
 err = Console(stderr=True, soft_wrap=True)  # one error, one line
 
