@@ -22,6 +22,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import threading
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,13 +37,21 @@ from candleflow.backtest import BacktestConfig, Metrics, PreparedBars, get_strat
 from candleflow.errors import Cancelled as CancelledError
 from candleflow.errors import InvalidRequest, params_named
 from candleflow.models import parse_symbol
+from candleflow.optimize.monitor import Pulse, RemoteBatches
 from candleflow.optimize.reports import png_data_uri
 from candleflow.optimize.search import OptimizationResult, check_search, planned_iterations
 from candleflow.optimize.search import optimize as run_search
 from candleflow.optimize.space import Dimension, parse_space, space_text
 from candleflow.timeframes import parse_timeframe
 from tasks.cancel import cancel_cause, cancelled_state
-from tasks.optimize import OPTIMIZE_SPAN, BatchOutcome, evaluate_batch, read_bars, save_report
+from tasks.optimize import (
+    OPTIMIZE_SPAN,
+    REPORT_SPAN,
+    BatchOutcome,
+    evaluate_batch,
+    read_bars,
+    save_report,
+)
 from tasks.progress import artifact_key, open_run, publish_summary, publish_table
 
 __all__ = ["TaskBatchEvaluator", "optimize"]
@@ -53,7 +63,8 @@ _SEARCH_PARAMS = {p: p for p in ("method", "iterations", "objective", "batch_siz
                                  "base_estimator")}  # fmt: skip
 #: Seconds between the cancel watcher's polls of the run state.
 WATCH_INTERVAL = 0.25
-Submit = Callable[[Sequence[Mapping[str, object]]], PrefectFuture[BatchOutcome]]
+#: Submits one batch of parameter sets, named by a batch id, as a task.
+Submit = Callable[[Sequence[Mapping[str, object]], str], PrefectFuture[BatchOutcome]]
 
 
 class TaskBatchEvaluator:
@@ -62,7 +73,9 @@ class TaskBatchEvaluator:
     enough), submits one task per batch and returns the metrics in order.
 
     When a task stopped early (cancelled), raises ``Cancelled`` with the metrics of the batches
-    before it plus its own finished prefix as ``partial`` — what the core keeps.
+    before it plus its own finished prefix as ``partial`` — what the core keeps. ``on_batch``
+    is told each batch's id and how many it evaluated as its result comes in (Dask batches are
+    settled in the progress mirror that way).
     """
 
     def __init__(
@@ -70,12 +83,12 @@ class TaskBatchEvaluator:
         submit: Submit,
         batch_size: int,
         concurrency: int,
-        on_done: Callable[[int], None] | None = None,
+        on_batch: Callable[[str, int], None] | None = None,
     ) -> None:
         self.submit = submit
         self.batch_size = batch_size
         self.concurrency = concurrency
-        self.on_done = on_done  # told how many were evaluated (when tasks report no progress)
+        self.on_batch = on_batch
         self.tasks = 0
         #: Every parameter set evaluated, with its metrics, in evaluation order.
         self.evaluated: list[tuple[Mapping[str, object], Metrics]] = []
@@ -86,31 +99,45 @@ class TaskBatchEvaluator:
             return []
         k = max(-(-n // self.batch_size), min(self.concurrency, n))
         bounds = [round(i * n / k) for i in range(k + 1)]
-        futures = [self.submit(param_sets[lo:hi]) for lo, hi in itertools.pairwise(bounds)]
+        ids = [str(self.tasks + k) for k in range(k)]
+        futures = [
+            self.submit(param_sets[lo:hi], batch)
+            for (lo, hi), batch in zip(itertools.pairwise(bounds), ids, strict=True)
+        ]
         self.tasks += len(futures)
-        outcomes = [future.result() for future in futures]
+        outcomes: list[BatchOutcome] = []
+        for batch, future in zip(ids, futures, strict=True):
+            outcomes.append(future.result())
+            if self.on_batch is not None:
+                self.on_batch(batch, len(outcomes[-1].metrics))
         metrics: list[Metrics] = []
         for outcome in outcomes:
             metrics.extend(outcome.metrics)
             if outcome.cancelled:
                 break
         self.evaluated.extend(zip(param_sets, metrics, strict=False))
-        if self.on_done is not None:
-            self.on_done(len(metrics))
         if any(outcome.cancelled for outcome in outcomes):
             raise CancelledError("optimization cancelled", partial=metrics)
         return metrics
 
 
 @contextlib.contextmanager
-def _dask_submitter(address: str | None) -> Iterator[Callable[..., PrefectFuture[BatchOutcome]]]:
-    """Submit evaluate_batch to a DaskTaskRunner (local 2-worker cluster unless ``address``)."""
+def _dask_submitter(
+    address: str | None, remote: RemoteBatches, pulse: Pulse
+) -> Iterator[Callable[..., PrefectFuture[BatchOutcome]]]:
+    """Submit evaluate_batch to a DaskTaskRunner (local 2-worker cluster unless ``address``).
+
+    The workers' progress comes back as Dask events on a topic of this run, handed to
+    ``remote`` (applied on ``pulse``'s beats); a cancel of the run sets a Dask event the
+    running batches poll, so they stop at their next block of candles.
+    """
     try:
         from prefect_dask.task_runners import DaskTaskRunner
     except ImportError:  # pragma: no cover - depends on the environment
         raise InvalidRequest(
             "dask=True needs prefect-dask: pip install 'candleflow[dask]'"
         ) from None
+    from distributed import Event
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     runner = (
@@ -129,12 +156,31 @@ def _dask_submitter(address: str | None) -> Iterator[Callable[..., PrefectFuture
         server = SubprocessASGIServer._instances.get(None)
         if server is not None and server.running:
             updates[PREFECT_API_URL] = server.api_url
+    topic = f"candleflow-progress-{uuid.uuid4().hex}"
     with runner, temporary_settings(updates=updates):
+        with pulse.phase("connecting to Dask" if address else "starting a Dask cluster"):
+            client = runner.client  # the cluster starts here (seconds)
+        client.subscribe_topic(topic, lambda event: remote.receive(event[1]))  # type: ignore[no-untyped-call]
+        cancel = Event(f"{topic}-cancel", client=client)  # type: ignore[no-untyped-call]
+        told = threading.Event()
 
-        def submit(**parameters: Any) -> PrefectFuture[BatchOutcome]:
+        def tell_workers() -> None:
+            if pulse.token.cancelled and not told.is_set():
+                told.set()
+                cancel.set()  # type: ignore[no-untyped-call]
+
+        pulse.hooks.append(tell_workers)
+
+        def submit(batch: str, **parameters: Any) -> PrefectFuture[BatchOutcome]:
+            parameters.update(progress_topic=topic, batch=batch)
             return runner.submit(evaluate_batch, parameters=parameters)
 
-        yield submit
+        try:
+            yield submit
+        finally:
+            pulse.hooks.remove(tell_workers)
+            with contextlib.suppress(Exception):
+                client.unsubscribe_topic(topic)  # type: ignore[no-untyped-call]
 
 
 @flow(
@@ -228,41 +274,55 @@ def optimize(
         total = planned_iterations(method, iterations, dims, spec)
         with contextlib.ExitStack() as stack:
             span = stack.enter_context(run.tracker.stage("optimize", total=total, unit="Iteration"))
+            remote = RemoteBatches(span)
+            pulse = stack.enter_context(Pulse(span, token=run.token, hooks=[remote.pump]))
+            on_batch: Callable[[str, int], None] | None = None
             if dask:
-                submit_task = stack.enter_context(_dask_submitter(dask_address))
-                # Dask tasks get a plain frame (it pickles) and report no candles.
+                submit_task = stack.enter_context(_dask_submitter(dask_address, remote, pulse))
+                # Dask tasks get a plain frame (it pickles) and report through `remote`.
                 task_bars: pd.DataFrame | PreparedBars = bars[["open", "close"]]
+                on_batch = remote.settle
             else:
                 run.spans[OPTIMIZE_SPAN] = span
                 stack.callback(run.spans.pop, OPTIMIZE_SPAN, None)
-                submit_task = evaluate_batch.submit
                 task_bars = prepared
 
-            def submit(param_sets: Sequence[Mapping[str, object]]) -> PrefectFuture[BatchOutcome]:
+                def submit_task(batch: str, **parameters: Any) -> PrefectFuture[BatchOutcome]:
+                    future: PrefectFuture[BatchOutcome] = evaluate_batch.submit(**parameters)
+                    return future
+
+            def submit(
+                param_sets: Sequence[Mapping[str, object]], batch: str
+            ) -> PrefectFuture[BatchOutcome]:
                 return submit_task(
-                    bars=task_bars, strategy=spec.name, param_sets=list(param_sets),
+                    batch, bars=task_bars, strategy=spec.name, param_sets=list(param_sets),
                     config=config, stop=split_bar, timeframe=tf.name,
                 )  # fmt: skip
 
-            evaluator = TaskBatchEvaluator(
-                submit, batch_size, concurrency, on_done=span.advance if dask else None
-            )
+            evaluator = TaskBatchEvaluator(submit, batch_size, concurrency, on_batch=on_batch)
 
             result = run_search(
                 bars, spec, dims, method=method,  # type: ignore[arg-type]
                 iterations=iterations, objective=objective, config=config, split=split,
                 seed=seed, batch_size=batch_size * concurrency,
                 base_estimator=base_estimator, timeframe=tf.name, evaluate_batch=evaluator,
-                cancel_token=run.token,
+                cancel_token=run.token, pulse=pulse,
             )  # fmt: skip
         summary = _summarise(result, name, tf.name, dims, evaluator.tasks)
         if result.best is not None:
-            best = run_backtest(prepared, spec, result.best.params, config=config,
-                                timeframe=tf, stop=split_bar)  # fmt: skip
-            run_name = _run_name(run.flow_run_id)
-            folder = Path(store) / "reports" / "optimize" / name / tf.name
-            title = f"{label} · best {_params_text(result.best.params)}"
-            files = save_report(best, result.to_frame(TOP), folder, run_name, title)
+            with contextlib.ExitStack() as stack:
+                report = stack.enter_context(run.tracker.stage("report", total=3, unit="Step"))
+                stack.enter_context(Pulse(report, token=run.token))
+                run.spans[REPORT_SPAN] = report
+                stack.callback(run.spans.pop, REPORT_SPAN, None)
+                report.update(detail="backtesting the best parameters")
+                best = run_backtest(prepared, spec, result.best.params, config=config,
+                                    timeframe=tf, stop=split_bar)  # fmt: skip
+                report.advance(1)
+                run_name = _run_name(run.flow_run_id)
+                folder = Path(store) / "reports" / "optimize" / name / tf.name
+                title = f"{label} · best {_params_text(result.best.params)}"
+                files = save_report(best, result.to_frame(TOP), folder, run_name, title)
             summary["report_png"] = str(files.png)
             summary["report_html"] = str(files.html)
         if not result.cancelled:

@@ -5,16 +5,20 @@ A task costs ~5 ms on threads and ~100 ms on Dask while one backtest can take le
 millisecond, so :func:`evaluate_batch` backtests a *batch* of parameter sets through
 :func:`candleflow.optimize.evaluate.evaluate_params`. On the thread runner it shares the flow's
 :class:`~candleflow.backtest.PreparedBars` (and so its indicator cache), reports each backtest as a
-candle child span of the flow's "optimize" stage and stops at the next chunk when the run's token
-is set; on Dask it gets a plain bar frame (everything it takes must pickle) and reports nothing.
+candle child span of the flow's "optimize" stage and stops at the next block of candles when the
+run's token is set; on Dask it gets a plain bar frame (everything it takes must pickle), reports
+its evaluations and candles as Dask events the flow mirrors
+(:class:`~candleflow.optimize.monitor.BatchMeter`) and stops when the flow sets a Dask event.
 All tasks use ``NO_CACHE``: hashing bars costs more than a batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from prefect import task
@@ -23,14 +27,25 @@ from prefect.cache_policies import NO_CACHE
 from candleflow.backtest import BacktestConfig, BacktestResult, Metrics, PreparedBars
 from candleflow.errors import Cancelled, NoData
 from candleflow.optimize.evaluate import evaluate_params
+from candleflow.optimize.monitor import BatchMeter
 from candleflow.optimize.reports import ReportFiles, write_report
 from candleflow.store.bar_store import BarStore
 from tasks.progress import current_run
 
-__all__ = ["BatchOutcome", "ReportFiles", "evaluate_batch", "read_bars", "save_report"]
+__all__ = [
+    "OPTIMIZE_SPAN",
+    "REPORT_SPAN",
+    "BatchOutcome",
+    "ReportFiles",
+    "evaluate_batch",
+    "read_bars",
+    "save_report",
+]
 
 #: The flow's span that evaluate_batch opens its candle child spans under (see RunContext.spans).
 OPTIMIZE_SPAN = "optimize"
+#: The flow's report stage, which save_report counts its steps in.
+REPORT_SPAN = "report"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,24 +79,56 @@ def evaluate_batch(
     config: BacktestConfig | None = None,
     stop: int | None = None,
     timeframe: str | None = None,
+    progress_topic: str | None = None,
+    batch: str = "",
 ) -> BatchOutcome:
-    """Backtest every parameter set on bars ``[0, stop)``; on cancellation keep what finished."""
+    """Backtest every parameter set on bars ``[0, stop)``; on cancellation keep what finished.
+
+    With ``progress_topic`` (a Dask run) the batch's progress goes to the flow as Dask events
+    under that topic, and the Dask event ``{progress_topic}-cancel`` stops it.
+    """
     run = current_run()
-    try:
-        metrics = evaluate_params(
-            bars, strategy, param_sets, config=config, stop=stop, timeframe=timeframe,
-            progress=run.spans.get(OPTIMIZE_SPAN), cancel_token=run.token,
-        )  # fmt: skip
-    except Cancelled as exc:
-        done = exc.partial if isinstance(exc.partial, list) else []
-        return BatchOutcome(tuple(done), cancelled=True)
+    with _dask_meter(progress_topic, batch) as meter:
+        token = meter.token if meter is not None else run.token
+        try:
+            metrics = evaluate_params(
+                bars, strategy, param_sets, config=config, stop=stop, timeframe=timeframe,
+                progress=run.spans.get(OPTIMIZE_SPAN), cancel_token=token, meter=meter,
+            )  # fmt: skip
+        except Cancelled as exc:
+            done = exc.partial if isinstance(exc.partial, list) else []
+            return BatchOutcome(tuple(done), cancelled=True)
     return BatchOutcome(tuple(metrics))
+
+
+@contextlib.contextmanager
+def _dask_meter(topic: str | None, batch: str) -> Iterator[BatchMeter | None]:
+    """On a Dask worker: a meter publishing to ``topic`` and polling its cancel event."""
+    if topic is None:
+        yield None
+        return
+    from distributed import Event, get_worker
+
+    try:
+        worker = get_worker()
+    except ValueError:  # not on a worker (a direct call): nothing to report to
+        yield None
+        return
+    cancel = Event(f"{topic}-cancel")  # type: ignore[no-untyped-call]
+
+    def publish(message: dict[str, Any]) -> None:
+        worker.log_event(topic, message)
+
+    with BatchMeter(batch, publish, cancelled=cancel.is_set) as meter:
+        yield meter
 
 
 @task(cache_policy=NO_CACHE)
 def save_report(
     result: BacktestResult, top: pd.DataFrame, folder: Path, name: str, title: str
 ) -> ReportFiles:
-    """Write the best run's equity curve (PNG) and an HTML report beside it."""
-    with current_run().tracker.stage("report"):
-        return write_report(result, top, folder, name, title)
+    """Write the best run's equity curve (PNG) and an HTML report beside it (counted as two
+    steps of the flow's "report" stage)."""
+    return write_report(
+        result, top, folder, name, title, progress=current_run().spans.get(REPORT_SPAN)
+    )

@@ -30,7 +30,7 @@ simulation whose rules must read together (the fused grid inlines the same fill 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -395,9 +395,12 @@ def simulate(
     end: int | None = None,
     progress: Span | ProgressTracker | None = None,
     cancel_token: CancelToken | None = None,
+    on_candles: Callable[[int], None] | None = None,
 ) -> _Simulation:
     """Run the kernel over bars ``begin``..``end - 1`` in chunks; raises ``Cancelled`` (with the
-    partial :class:`_Simulation` as ``partial``) when the token is set at a chunk boundary."""
+    partial :class:`_Simulation` as ``partial``) when the token is set at a chunk boundary.
+    ``on_candles(n)`` is told after each chunk how many candles it simulated (a caller that
+    keeps its own count, such as the optimizer's per-evaluation span)."""
     n = open_.shape[0]
     stop = n if end is None else end
     total = stop - begin
@@ -408,7 +411,7 @@ def simulate(
     trades = np.empty((events + 1, _N_TRADE_COLUMNS))
     args = (config.commission, config.slippage, config.size, config.whole_units, config.reenter)
     span = _open_span(progress, total)
-    if span is None and cancel_token is None:
+    if span is None and cancel_token is None and on_candles is None:
         _simulate_chunk(open_, close, target, begin, begin, stop, state, equity, trades, *args)
         return _Simulation(equity, trades, state, total)
     if cancel_token is None and span is not None:
@@ -423,6 +426,8 @@ def simulate(
             _simulate_chunk(open_, close, target, begin, lo, hi, state, equity, trades, *args)
             if span is not None:
                 span.advance(hi - lo)
+            if on_candles is not None:
+                on_candles(hi - lo)
     return _Simulation(equity, trades, state, total)
 
 
@@ -554,6 +559,7 @@ def _run(
     progress: Span | ProgressTracker | None,
     cancel_token: CancelToken | None,
     details: bool,
+    on_candles: Callable[[int], None] | None = None,
 ) -> BacktestResult | Metrics:
     resolved = spec.resolve(params)
     cfg = config if config is not None else BacktestConfig()
@@ -570,6 +576,7 @@ def _run(
             end=end,
             progress=progress,
             cancel_token=cancel_token,
+            on_candles=on_candles,
         )
     except Cancelled as exc:
         partial = exc.partial
@@ -594,9 +601,11 @@ def backtest_metrics(
     stop: int | None = None,
     progress: Span | ProgressTracker | None = None,
     cancel_token: CancelToken | None = None,
+    on_candles: Callable[[int], None] | None = None,
 ) -> Metrics:
     """Like :func:`run_backtest` but on :class:`PreparedBars` and returning only the metrics —
-    no equity Series or trade table is built (the optimizer's inner loop)."""
+    no equity Series or trade table is built (the optimizer's inner loop). ``on_candles(n)``
+    is told the candles of each chunk as it is simulated (see :func:`simulate`)."""
     result = _run(
         bars,
         get_strategy(strategy),
@@ -608,6 +617,7 @@ def backtest_metrics(
         progress,
         cancel_token,
         details=False,
+        on_candles=on_candles,
     )
     assert isinstance(result, Metrics)  # details=False
     return result

@@ -1,6 +1,6 @@
 """``candleflow backtest`` and ``candleflow optimize``: one backtest on stored bars (the core,
-no Prefect), and a parameter search through the optimize flow with an iteration bar, a candle bar
-and a results table.
+no Prefect), and a parameter search through the optimize flow with one progress line
+("Iteration 10/20 · Candle 7,300/10,000") and a results table.
 
 Search spaces are written ``"fast=5:50,slow=10:200"`` (``low:high`` inclusive, ``low:high:step``
 for integers, ``a|b|c`` for a list of choices); the core's
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,6 +30,7 @@ from candleflow.cli.common import (
     run_flow_in_process,
 )
 from candleflow.errors import InvalidRequest, NoData
+from candleflow.progress.events import format_duration
 
 if TYPE_CHECKING:
     from candleflow.progress import ProgressEvent
@@ -118,31 +118,30 @@ def _format(value: object, digits: int = 4) -> str:
 
 # ----------------------------------------------------------------------------- optimize
 
-_POSITION = re.compile(r"([\d,]+)/([\d,]+)")
-
-
-def _counts(position: str) -> tuple[int, int] | None:
-    match = _POSITION.search(position)
-    if match is None:
-        return None
-    return int(match.group(1).replace(",", "")), int(match.group(2).replace(",", ""))
-
 
 class OptimizeDisplay:
-    """Two Rich bars for an optimization: iterations (with the overall percentage) and the
-    candles of the backtest in flight."""
+    """One line for an optimization, in the seed's shape: the bar, the percentage with two
+    decimals, "Iteration 10/20 · Candle 7,300/10,000" (or what the search is doing between
+    backtests: "choosing next points 3/16 (0:04)"), and the ETA.
+
+    After a cancel the line keeps the percentage and position the cancel found (the run goes on
+    to save the best result so far, which moves the tracker) and says so.
+    """
 
     def __init__(self, console: Console) -> None:
+        from candleflow.progress.display import FittedTextColumn
+
         self.progress = Progress(
             TextColumn("{task.description}", markup=False),
-            BarColumn(),
-            TextColumn("{task.fields[position]}", markup=False, justify="right"),
-            TextColumn("{task.fields[pct]}", markup=False, style="cyan"),
+            BarColumn(bar_width=24),
+            TextColumn("{task.fields[pct]}", markup=False, justify="right", style="cyan"),
+            FittedTextColumn("{task.fields[position]}"),
+            TextColumn("{task.fields[eta]}", markup=False, style="magenta"),
             console=console,
         )
         self._lock = threading.Lock()
-        self._iterations: TaskID | None = None
-        self._candles: TaskID | None = None
+        self._task: TaskID | None = None
+        self._frozen: tuple[float, str] | None = None
 
     def __enter__(self) -> OptimizeDisplay:
         self.progress.start()
@@ -153,32 +152,38 @@ class OptimizeDisplay:
 
     def __call__(self, event: ProgressEvent) -> None:
         with self._lock:
-            if self._iterations is None:
-                self._iterations = self.progress.add_task(
-                    "iterations", total=100.0, position="", pct=""
+            if self._task is None:
+                self._task = self.progress.add_task(
+                    event.operation, total=100.0, pct="", position="", eta=""
                 )
-                self._candles = self.progress.add_task("candles", total=1.0, position="", pct="")
-        assert self._iterations is not None and self._candles is not None
-        pct = f"{event.percentage:6.2f}%"
-        if event.stage == "optimize":
-            position = event.parent_position or (
-                f"Iteration {event.items_done:,}/{event.items_total:,}"
-                if event.items_total is not None
-                else f"Iteration {event.items_done:,}"
-            )
-        else:
-            position = "Done" if event.done else (event.stage or "starting")
-        if event.cancelled:
-            position = f"cancelled · {position}"
-        self.progress.update(self._iterations, completed=event.percentage, position=position,
-                             pct=pct)  # fmt: skip
-        candles = _counts(event.child_position)
-        if candles is not None:
-            done, total = candles
-            self.progress.update(self._candles, completed=done, total=max(total, 1),
-                                 position=event.child_position)  # fmt: skip
-        elif event.done:
-            self.progress.update(self._candles, completed=1, total=1, position="")
+            task = self._task
+            if event.cancelled and self._frozen is None:
+                self._frozen = (event.percentage, _position(event))
+            if self._frozen is not None:
+                percentage, position = self._frozen
+                position = f"{position} · cancelled, saving the best so far"
+                eta = f"after {format_duration(event.elapsed)}"
+            else:
+                percentage, position = event.percentage, _position(event)
+                if event.done:
+                    eta = f"took {format_duration(event.elapsed)}"
+                else:
+                    eta = f"ETA {format_duration(event.eta)}" if event.eta is not None else ""
+            self.progress.update(task, completed=percentage, pct=f"{percentage:6.2f}%",
+                                 position=position, eta=eta)  # fmt: skip
+
+
+def _position(event: ProgressEvent) -> str:
+    from candleflow.progress.wording import STAGE_VERBS, optimize_position
+
+    if event.done:
+        return "done"
+    if event.stage == "optimize":
+        return optimize_position(event)
+    if not event.stage:
+        return "starting"
+    verb = STAGE_VERBS.get(event.stage, event.stage.replace("_", " "))
+    return f"{verb}: {event.detail}" if event.detail else verb
 
 
 def optimize(

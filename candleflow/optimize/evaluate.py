@@ -1,11 +1,17 @@
 """Evaluating parameter sets: objectives by name, and the one backtest loop behind every
 evaluator (:func:`evaluate_params`; :class:`BatchEvaluator` is the search's in-process default, a
 Prefect task calls the function for its batch).
+
+A watched evaluation (a span or a :class:`~candleflow.optimize.monitor.BatchMeter` given) is one
+candle child span from its signals to its metrics, counted block by block as the kernel
+simulates (:func:`~candleflow.optimize.monitor.candle_block`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 
 import pandas as pd
 
@@ -19,6 +25,7 @@ from candleflow.backtest import (
 )
 from candleflow.backtest.strategies import ParamValue
 from candleflow.errors import Cancelled, InvalidRequest
+from candleflow.optimize.monitor import BatchMeter, candle_block
 from candleflow.progress import CancelToken, Span
 
 __all__ = [
@@ -75,32 +82,84 @@ def evaluate_params(
     timeframe: str | None = None,
     progress: Span | None = None,
     cancel_token: CancelToken | None = None,
+    meter: BatchMeter | None = None,
 ) -> list[Metrics]:
     """Backtest each parameter set on bars ``start``..``stop - 1``, sharing one indicator cache;
     the one implementation behind every evaluator (a Prefect task calls it for its batch).
 
-    Each backtest opens a candle child span under ``progress``. On cancellation it raises
-    :class:`~candleflow.errors.Cancelled` whose ``partial`` is the list finished so far.
+    Each backtest is a candle child span of ``progress`` (unit "Candle") and/or is counted by
+    ``meter``, candle block by candle block. Cancellation (``cancel_token``, or the span's
+    tracker's) raises :class:`~candleflow.errors.Cancelled` at the next block, whose
+    ``partial`` is the list finished so far.
     """
     prepared = bars if isinstance(bars, PreparedBars) else PreparedBars.from_frame(bars)
+    spec = get_strategy(strategy)
+    begin, end = prepared.bar_range(start, stop)
+    candles = end - begin
+    cfg = config if config is not None else BacktestConfig()
+    token = cancel_token
+    if token is None and progress is not None:
+        token = progress.tracker.cancel_token
+    watched = progress is not None or meter is not None
+    if watched:
+        cfg = replace(cfg, chunk_size=candle_block(candles, cfg.chunk_size))
     results: list[Metrics] = []
     for params in param_sets:
         try:
-            metrics = backtest_metrics(
-                prepared,
-                strategy,
-                params,
-                config=config,
-                timeframe=timeframe,
-                start=start,
-                stop=stop,
-                progress=progress,
-                cancel_token=cancel_token,
-            )
+            with _watching(progress, meter, candles) as count:
+                metrics = backtest_metrics(
+                    prepared,
+                    spec,
+                    params,
+                    config=cfg,
+                    timeframe=timeframe,
+                    start=start,
+                    stop=stop,
+                    cancel_token=token,
+                    on_candles=count,
+                )
         except Cancelled as exc:
             raise Cancelled(str(exc), partial=results) from exc
         results.append(metrics)
     return results
+
+
+@contextlib.contextmanager
+def _watching(
+    span: Span | None, meter: BatchMeter | None, candles: int
+) -> Iterator[Callable[[int], None] | None]:
+    """One evaluation as a candle child span of ``span`` and/or in ``meter``; yields what to
+    tell of each simulated block (None when nothing watches)."""
+    if span is None and meter is None:
+        yield None
+        return
+    with (
+        span.child("backtest", total=candles, unit="Candle")
+        if span is not None
+        else (contextlib.nullcontext()) as child
+    ):
+        if meter is not None:
+            meter.begin(candles)
+        if child is not None and meter is not None:
+            advance, count = child.advance, meter.candles
+
+            def both(n: int) -> None:
+                advance(n)
+                count(n)
+
+            tell: Callable[[int], None] = both
+        elif child is not None:
+            tell = child.advance
+        else:
+            assert meter is not None
+            tell = meter.candles
+        finished = False
+        try:
+            yield tell
+            finished = True
+        finally:
+            if meter is not None:
+                meter.end(finished)
 
 
 class BatchEvaluator:

@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from candleflow.backtest import BacktestResult
+from candleflow.progress import Span
 
 __all__ = ["ReportFiles", "png_data_uri", "render_equity_png", "render_html", "write_report"]
 
@@ -32,15 +33,28 @@ class ReportFiles:
 
 
 def write_report(
-    result: BacktestResult, top: pd.DataFrame, folder: Path, name: str, title: str
+    result: BacktestResult,
+    top: pd.DataFrame,
+    folder: Path,
+    name: str,
+    title: str,
+    progress: Span | None = None,
 ) -> ReportFiles:
-    """Write ``{folder}/{name}.png`` (the equity curve) and ``{folder}/{name}.html`` beside it."""
+    """Write ``{folder}/{name}.png`` (the equity curve) and ``{folder}/{name}.html`` beside it;
+    ``progress`` (the report stage) is told each step: "drawing the equity chart" (matplotlib's
+    first use in a process can take seconds), then "writing the HTML page" (2 items)."""
     folder.mkdir(parents=True, exist_ok=True)
     png = folder / f"{name}.png"
     page = folder / f"{name}.html"
+    if progress is not None:
+        progress.update(detail="drawing the equity chart")
     image = render_equity_png(result, title)
     png.write_bytes(image)
+    if progress is not None:
+        progress.advance(1, detail="writing the HTML page")
     page.write_text(render_html(result, top, title, image), encoding="utf-8")
+    if progress is not None:
+        progress.advance(1)
     return ReportFiles(png, page)
 
 

@@ -73,6 +73,7 @@ from candleflow.optimize.evaluate import (
     objective_field,
     objective_value,
 )
+from candleflow.optimize.monitor import Pulse
 from candleflow.optimize.space import (
     Categorical,
     Dimension,
@@ -256,12 +257,14 @@ class _Search:
         span: Span | None,
         external: bool,
         token: CancelToken | None,
+        pulse: Pulse | None = None,
     ) -> None:
         self.evaluate = evaluate
         self.objective = objective
         self.span = span
         self.external = external
         self.token = token
+        self.pulse = pulse
         self.evaluations: list[Evaluation] = []
         self.memo: dict[tuple[tuple[str, ParamValue], ...], Evaluation] = {}
         self.cancelled = False
@@ -270,7 +273,17 @@ class _Search:
         """Whether the search is cancelled (sets ``cancelled`` once the token is)."""
         if self.token is not None and self.token.cancelled:
             self.cancelled = True
+            if self.pulse is not None:
+                self.pulse.announce_cancel()  # displays freeze here, not where saving ends
         return self.cancelled
+
+    def phase(self, text: str) -> contextlib.AbstractContextManager[None]:
+        """Name a stretch that is not backtesting ("choosing next points") while it runs."""
+        return self.pulse.phase(text) if self.pulse is not None else contextlib.nullcontext()
+
+    def note(self, text: str) -> None:
+        if self.pulse is not None:
+            self.pulse.note(text)
 
     def run(self, batch: Sequence[Params]) -> list[Evaluation]:
         """Evaluate ``batch`` (memoised); on cancellation keep what finished and set the flag."""
@@ -394,10 +407,12 @@ def _bayes(
         # The token is checked before every ask (this condition), between the points of a batch
         # and before every tell: each costs a model refit, seconds per batch on a large history.
         while remaining > 0 and not search.stopping():
-            if batch > 1:
-                xs = _ask_batch(optimizer, min(batch, remaining), search.stopping)
-            else:
-                xs = [optimizer.ask()]
+            n = min(batch, remaining)
+            with search.phase(_choosing(0, n)):
+                if n > 1:
+                    xs = _ask_batch(optimizer, n, search.stopping, search.note)
+                else:
+                    xs = [optimizer.ask()]
             if search.stopping():
                 break
             resolved = [feasible.resolve(decode(x)) for x in xs]
@@ -419,16 +434,26 @@ def _bayes(
             if search.stopping():
                 break  # a refit for a search that asks no more
             if told:
-                optimizer.tell(
-                    [x for x, _ in told], [penalty if math.isnan(y) else y for _, y in told]
-                )
+                with search.phase("updating the model"):
+                    optimizer.tell(
+                        [x for x, _ in told], [penalty if math.isnan(y) else y for _, y in told]
+                    )
             remaining -= len(done)
             if not done and infeasible > 100 * iterations:
                 break
     return infeasible
 
 
-def _ask_batch(optimizer: Any, n: int, stopping: Callable[[], bool]) -> list[Any]:
+def _choosing(done: int, n: int) -> str:
+    return f"choosing next points {done:,}/{n:,}" if n > 1 else "choosing the next point"
+
+
+def _ask_batch(
+    optimizer: Any,
+    n: int,
+    stopping: Callable[[], bool],
+    note: Callable[[str], None] | None = None,
+) -> list[Any]:
     """``optimizer.ask(n_points=n)``, checking ``stopping`` between points; [] once it is true.
 
     skopt's constant liar ("cl_min") asks a copy of the optimizer for a point, tells the copy the
@@ -442,6 +467,8 @@ def _ask_batch(optimizer: Any, n: int, stopping: Callable[[], bool]) -> list[Any
     points: list[Any] = []
     while not stopping():
         points.append(liar.ask())  # quick: the point was chosen when the model was last fitted
+        if note is not None:
+            note(_choosing(len(points), n))
         if len(points) == n:
             return points
         if stopping():
@@ -473,6 +500,7 @@ def optimize(
     progress: ProgressTracker | Span | None = None,
     cancel_token: CancelToken | None = None,
     report_top: int = 10,
+    pulse: Pulse | None = None,
 ) -> OptimizationResult:
     """Search ``space`` for the parameters of ``strategy`` maximising ``objective`` on ``bars``.
 
@@ -523,7 +551,7 @@ def optimize(
         progress=stage,
         cancel_token=token,
     )
-    search = _Search(evaluator, objective, stage, evaluate_batch is not None, token)
+    search = _Search(evaluator, objective, stage, evaluate_batch is not None, token, pulse)
     feasible = _Feasibility(spec, fixed or {}, constraint)
 
     fused: Callable[[list[Params]], tuple[EvaluateBatch, int]] | None = None
@@ -537,7 +565,11 @@ def optimize(
             chunk = (config or BacktestConfig()).chunk_size // grid.bar_count
             return grid, max(1, chunk)
 
-    with stage if stage is not None else contextlib.nullcontext():
+    with contextlib.ExitStack() as running:
+        if stage is not None:
+            running.enter_context(stage)
+            if pulse is None:
+                search.pulse = running.enter_context(Pulse(stage, token=token))
         if method == "grid":
             infeasible = _grid(search, dims, feasible, iterations, batch_size, fused)
         elif method == "random":

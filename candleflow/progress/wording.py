@@ -89,13 +89,15 @@ def feature_position(event: ProgressEvent) -> str:
 
 
 def optimize_position(event: ProgressEvent) -> str:
-    """ "Iteration 5/50 · Candle 7,300/10,000" from an optimize event (candles while a backtest
-    runs in this process; only iterations between batches and on Dask)."""
+    """ "Iteration 5/50 · Candle 7,300/10,000" from an optimize event, then what the search is
+    doing when it is not backtesting ("choosing next points 3/16 (0:04)"). The candles are those
+    of the backtest in flight, counted as simulated (in this process or on a Dask worker);
+    between backtests only the iteration shows."""
     parent = event.parent_position
     if not parent:
         total = f"/{event.items_total:,}" if event.items_total is not None else ""
         parent = f"Iteration {event.items_done:,}{total}"
-    return " · ".join(p for p in (parent, event.child_position) if p)
+    return " · ".join(p for p in (parent, event.child_position, event.detail) if p)
 
 
 class HoldOnCancel:

@@ -209,7 +209,7 @@ class _Done:
 def test_the_evaluator_splits_a_round_into_batches_and_keeps_order() -> None:
     batches: list[list[int]] = []
 
-    def submit(param_sets: Sequence[Mapping[str, object]]) -> Any:
+    def submit(param_sets: Sequence[Mapping[str, object]], batch: str) -> Any:
         values = [int(p["x"]) for p in param_sets]  # type: ignore[call-overload]
         batches.append(values)
         return _Done(BatchOutcome(tuple(_metrics(v) for v in values)))
@@ -230,7 +230,7 @@ def test_a_cancelled_batch_ends_the_round_with_the_finished_prefix() -> None:
         BatchOutcome((_metrics(2),), cancelled=True),
         BatchOutcome((_metrics(4), _metrics(5))),
     ])  # fmt: skip
-    evaluator = TaskBatchEvaluator(lambda p: _Done(next(outcomes)), batch_size=2, concurrency=3)
+    evaluator = TaskBatchEvaluator(lambda p, b: _Done(next(outcomes)), batch_size=2, concurrency=3)
     with pytest.raises(CancelledError) as caught:
         evaluator([{"x": i} for i in range(6)])
     assert [m.final_equity for m in caught.value.partial] == [0, 1, 2]
