@@ -48,6 +48,8 @@ def load_data(
     exchange: str = "XNYS",
     store: str = "data",
     path: str | None = None,
+    tz: str | None = None,
+    strict: bool = False,
     align: str = "auto",
     seed: int = 0,
     delay: float = 0.0,
@@ -85,6 +87,12 @@ def load_data(
             working directory (the checkout). Default `data`.
         path: File or folder (CSV or Parquet) the `files` source imports; the other sources
             ignore it. Default: none.
+        tz: Time zone of naive intraday times in the `files` source's files, an IANA name such
+            as `Europe/London`. Empty (default): the exchange's (`exchange`). Times with an
+            offset, epochs and a `Gmt time` column are UTC whatever it says.
+        strict: `files` source only: refuse a file with any row breaking the price rules
+            (price ≤ 0 or NaN, high below open/close, low above them, negative volume) instead
+            of dropping and counting those rows. Default false.
         align: Grid of intraday bars: `auto` (default; detected from the file or the stored
             bars), `clock` (IB's: 09:30, 10:00, 11:00, … for 1h bars) or `session` (every bar
             length from the open: 09:30, 10:30, …). Daily bars ignore it.
@@ -116,8 +124,9 @@ def load_data(
             symbol, timeframe, start=start, end=end, mode=mode, calendar=exchange, align=align
         )
         options = parse_source_options(
-            source, path=path, seed=seed, delay=delay, ib_host=ib_host, ib_port=ib_port,
-            client_id=client_id, time_scale=ib_time_scale, **extra,
+            source, path=path, calendar_tz=tz, strict=strict, seed=seed, delay=delay,
+            ib_host=ib_host, ib_port=ib_port, client_id=client_id, time_scale=ib_time_scale,
+            **extra,
         )  # fmt: skip
     bar_store = BarStore(store)
     key = artifact_key("load", request.symbol, request.timeframe.name)
@@ -134,6 +143,8 @@ def load_data(
         if run.handle is not None:
             run.handle.summary = summary.to_dict()
     publish_summary(f"{key}-summary", *summary.report())
+    if summary.notice:
+        get_run_logger().info("%s", summary.notice)
     if summary.failed_segments:
         get_run_logger().warning("%d of %d segments failed: %s", len(summary.failed_segments),
                                  summary.segments, "; ".join(summary.failed_segments))  # fmt: skip
@@ -145,8 +156,9 @@ def load_data(
 
 #: load_data's parameter for each source option it takes by name (the others: source_options).
 SOURCE_PARAMS: Final[Mapping[str, str]] = {
-    "path": "path", "seed": "seed", "delay": "delay", "ib_host": "ib_host", "ib_port": "ib_port",
-    "client_id": "client_id", "time_scale": "ib_time_scale",
+    "path": "path", "calendar_tz": "tz", "strict": "strict", "seed": "seed", "delay": "delay",
+    "ib_host": "ib_host", "ib_port": "ib_port", "client_id": "client_id",
+    "time_scale": "ib_time_scale",
 }  # fmt: skip
 #: What a source gets from the run itself, never from a parameter.
 _INTERNAL: Final = frozenset({"cancel_wait", "cancel_token", "request_gate"})

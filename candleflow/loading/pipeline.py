@@ -36,6 +36,8 @@ from candleflow.loading.request import (
     LoadPlan,
     LoadRequest,
     LoadSummary,
+    bar_end,
+    range_notice,
     read_completed,
     resolve_alignment,
 )
@@ -43,7 +45,7 @@ from candleflow.loading.segments import gaps_for_mode
 from candleflow.loading.segments import plan_segments as _plan
 from candleflow.models import FetchStats, GapClass, Instrument, LoadMode, Segment
 from candleflow.progress import CancelToken, ProgressTracker, Span
-from candleflow.sources.base import Source
+from candleflow.sources.base import Source, is_finite, series_meta, source_tail
 from candleflow.store.bar_store import BarStore, WriteResult
 from candleflow.store.frames import drop_invalid_bars, empty_bars
 from candleflow.timeframes import Timeframe, parse_timeframe
@@ -224,7 +226,9 @@ def plan_segments(
     grid = expected_bars(
         request.calendar, request.timeframe, plan.start, plan.end, align=request.grid_align
     )
-    segments = _plan(bars_in_gaps(grid, gaps), request.timeframe, request.mode)
+    segments = _plan(
+        bars_in_gaps(grid, gaps), request.timeframe, request.mode, max_span=request.max_span
+    )
     return replace(plan, segments=tuple(segments))
 
 
@@ -258,7 +262,9 @@ def fetch_segments(
     """Stage 6: fetch each segment, retrying transient errors; never stop for one bad segment.
 
     A segment that still fails after its retries is reported and skipped — except when the
-    source itself stays unreachable (``SourceUnavailable``), which ends the stage.
+    source itself stays unreachable (``SourceUnavailable``), which ends the stage. A finite
+    source (a file) that has no bars in a segment simply holds none there: not a failure (the
+    bars stay missing in the gap report).
 
     With ``flush``, fetched bars are handed over every ``flush_every`` segments (so a crash or a
     cancel loses at most the segments in flight) and the result holds only unflushed bars. On
@@ -271,6 +277,9 @@ def fetch_segments(
     errors: list[str] = []
     rows = done = 0
     calls_before = counted = source.api_calls
+    finite = is_finite(source)
+    if finite:
+        retry = replace(retry, retries=0)  # a file answers the same way every time
 
     def hand_over() -> None:
         if flush is not None and pending:
@@ -291,6 +300,12 @@ def fetch_segments(
                 # The source is gone, not one segment: stop, keep what was fetched (finally),
                 # and let the run fail so the rerun resumes from the store.
                 raise
+            except NoData as exc:
+                if not finite:
+                    logger.warning("%s %s failed: %s", instrument.symbol, detail, exc)
+                    failed.append(segment)
+                    errors.append(f"{segment.label()}: {exc}")
+                frame = None
             except CandleflowError as exc:
                 logger.warning("%s %s failed: %s", instrument.symbol, detail, exc)
                 failed.append(segment)
@@ -462,11 +477,24 @@ def load_series(
     calls_before = source.api_calls
     instrument: Instrument | None = None
     head: pd.Timestamp | None = None
+    notice = ""
     if request.mode is not LoadMode.LOCAL:
         instrument = run("validate_symbol", validate_symbol, source, request)
         head = run("check_head_timestamp", check_head_timestamp, source, instrument,
                    request.timeframe)  # fmt: skip
+        # A finite source (a file) holds [head, tail]: plan nothing outside it, in one pass.
+        tail = source_tail(source, instrument, request.timeframe)
+        tail_end = None if tail is None else bar_end(request.timeframe, tail)
+        notice = range_notice(request, source.name, head, tail_end, now)
+        if tail_end is not None and head is not None and not notice:
+            request = request.within(head, tail_end)
     existing = run("load_local", load_local, store, source.name, request)
+    if notice:
+        # Outside what the source holds: say so, write nothing.
+        logger.info("%s", notice)
+        tracker.complete()
+        return _nothing_to_load(request, existing, source.api_calls - calls_before, notice,
+                                time.monotonic() - started)  # fmt: skip
     completed = read_completed(store, source.name, request)
     stored = pd.DatetimeIndex(existing.index)
     request = resolve_alignment(request, None if instrument is None else source, stored)
@@ -496,6 +524,7 @@ def load_series(
             "api_calls": source.api_calls - calls_before,
             "fetch_duration_s": round(fetch_s, 3),
         }
+        meta.update(series_meta(source, instrument, request.timeframe))
         if not cancelled and not fetched.errors:
             meta.update(completed.after(plan).to_meta())
         written = run("save_bars", save_bars, store, source.name, request, fetched.bars, meta)
@@ -526,6 +555,21 @@ def load_series(
     if not summary.cancelled and not summary.nothing_fetched:
         tracker.complete()
     return summary
+
+
+def _nothing_to_load(
+    request: LoadRequest, existing: pd.DataFrame, api_calls: int, notice: str, duration_s: float
+) -> LoadSummary:
+    """The summary of a load whose range lies outside what the source holds."""
+    bounds = [t for t in (request.start, request.end) if t is not None]
+    start, end = bounds[0], bounds[-1]  # a range outside the source has at least one bound
+    rows = len(existing)
+    return LoadSummary(
+        symbol=request.symbol, timeframe=request.timeframe.name, mode=request.mode.value,
+        start=start, end=max(start, end), rows_before=rows, rows_after=rows, rows_added=0,
+        segments=0, api_calls=api_calls, duration_s=duration_s, gaps_left=0,
+        missing_bars_left=0, notice=notice,
+    )  # fmt: skip
 
 
 def run_load(

@@ -20,6 +20,7 @@ import pandas as pd
 from candleflow.errors import Cancelled, CandleflowError, InvalidRequest
 from candleflow.loading.calendars import (
     Alignment,
+    calendar_tz,
     detect_alignment,
     get_calendar,
     parse_alignment,
@@ -36,6 +37,8 @@ __all__ = [
     "LoadPlan",
     "LoadRequest",
     "LoadSummary",
+    "bar_end",
+    "range_notice",
     "read_completed",
     "resolve_alignment",
 ]
@@ -53,6 +56,9 @@ class LoadRequest:
     calendar: str = "XNYS"
     #: Intraday bar alignment; ``None`` means "auto" until :func:`resolve_alignment` decides.
     align: Alignment | None = "clock"
+    #: The longest span one source request may cover (``None``: the timeframe's IB maximum);
+    #: a finite source is read in one pass (:meth:`within`).
+    max_span: pd.Timedelta | None = None
 
     @classmethod
     def parse(
@@ -91,6 +97,67 @@ class LoadRequest:
     def grid_align(self) -> Alignment:
         """The alignment the calendar grid uses (``clock`` while still undecided)."""
         return self.align or "clock"
+
+    def within(self, first: pd.Timestamp, end: pd.Timestamp) -> LoadRequest:
+        """This request for a finite source holding the bars of ``[first, end)``: the range is
+        clipped to it (an unset bound takes the source's own), and one request covers it all."""
+        lo = first if self.start is None else max(self.start, first)
+        hi = end if self.end is None else min(self.end, end)
+        return replace(self, start=lo, end=max(lo, hi), max_span=max(end - first, _DAY))
+
+
+_DAY = pd.Timedelta(days=1)
+
+
+def bar_end(timeframe: Timeframe, start: pd.Timestamp) -> pd.Timestamp:
+    """When the bar starting at ``start`` ends (a daily bar: the next midnight UTC)."""
+    return start + (_DAY if timeframe.is_daily else timeframe.delta)
+
+
+def range_notice(
+    request: LoadRequest,
+    source_name: str,
+    head: pd.Timestamp | None,
+    tail_end: pd.Timestamp | None,
+    now: pd.Timestamp,
+) -> str:
+    """One line saying why the requested range holds nothing to load — it ends before the
+    source's first bar, starts after its last one, or starts in the future — naming the range
+    the source holds; ``""`` when the range overlaps it (or leaves a bound to the source)."""
+    holds_end = now if tail_end is None else min(tail_end, now)
+    lo, hi = request.start, request.end
+    last = None if tail_end is None else tail_end - _last_bar(request)
+    reason = ""
+    if hi is not None and head is not None and hi <= head:
+        reason = "ends before the first bar"
+    elif lo is not None and lo >= now:
+        reason = "starts in the future"
+    elif lo is not None and last is not None and lo >= holds_end:
+        reason = "starts after the last bar"
+    if not reason:
+        return ""
+    wanted = "…" if lo is None else _when(lo, request)
+    wanted += " → " + ("…" if hi is None else _when(hi - pd.Timedelta(1), request))
+    first = "…" if head is None else _when(head, request, bar=True)
+    held = f"{first} → {'now' if last is None else _when(last, request, bar=True)}"
+    zone = "" if request.timeframe.is_daily else f" ({calendar_tz(request.calendar)})"
+    return (
+        f"nothing to load for {request.label}: {wanted} {reason}; source {source_name!r} "
+        f"holds {held}{zone}"
+    )
+
+
+def _last_bar(request: LoadRequest) -> pd.Timedelta:
+    return _DAY if request.timeframe.is_daily else request.timeframe.delta
+
+
+def _when(ts: pd.Timestamp, request: LoadRequest, *, bar: bool = False) -> str:
+    """``ts`` on the exchange's clock: a date for daily bars (a daily ``bar``'s label is its
+    session date at midnight UTC), else date and time."""
+    if request.timeframe.is_daily and bar:
+        return f"{ts.tz_convert('UTC'):%Y-%m-%d}"
+    local = ts.tz_convert(calendar_tz(request.calendar))
+    return f"{local:%Y-%m-%d}" if request.timeframe.is_daily else f"{local:%Y-%m-%d %H:%M}"
 
 
 def resolve_alignment(
@@ -198,6 +265,8 @@ class LoadSummary:
     rows_fetched: int = 0
     #: Seconds spent fetching (the metadata's ``fetch_duration_s``; a cancelled fetch too).
     fetch_duration_s: float = 0.0
+    #: Why nothing was loaded, when the range lies outside what the source holds (one line).
+    notice: str = ""
 
     @property
     def label(self) -> str:
@@ -239,6 +308,8 @@ class LoadSummary:
             ("fetch duration", f"{self.fetch_duration_s:.2f} s"),
             ("duration", f"{self.duration_s:.2f} s"),
         ]
+        if self.notice:
+            rows.insert(0, ("notice", self.notice))
         return f"load {self.label} ({self.mode}) {state}", rows
 
     def to_dict(self) -> dict[str, object]:
@@ -260,6 +331,7 @@ class LoadSummary:
             "cancelled": self.cancelled,
             "rows_fetched": self.rows_fetched,
             "fetch_duration_s": round(self.fetch_duration_s, 3),
+            "notice": self.notice,
         }
 
     @classmethod

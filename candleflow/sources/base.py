@@ -3,6 +3,12 @@
 A source resolves symbols to instruments, reports how far back its history goes, and fetches the
 bars of one segment. It raises typed errors (``UnknownSymbol``, ``NoData``, ``SourceUnavailable``,
 ``PacingViolation``…) instead of returning empty results, and counts the requests it makes.
+
+A *finite* source (a file import) also knows its last bar: it implements ``tail_timestamp`` as
+well (:class:`FiniteSource`), and the load plans only within ``[head, tail]`` — one pass over what
+it holds, no retries, and a range outside it is a notice, not a failure. A source may describe a
+series for its metadata (``series_meta``: e.g. the file, its format and the time zone its times
+were read in).
 """
 
 from __future__ import annotations
@@ -44,4 +50,40 @@ class Source(Protocol):
         ...
 
 
-__all__ = ["Source", "empty_bars", "normalize_bars"]
+@runtime_checkable
+class FiniteSource(Source, Protocol):
+    """A source holding a fixed set of bars (a file): it knows its last bar as well as its first."""
+
+    def tail_timestamp(self, instrument: Instrument, timeframe: Timeframe) -> pd.Timestamp:
+        """The start of the last bar the source holds (tz-aware UTC)."""
+        ...
+
+
+def is_finite(source: object) -> bool:
+    """True for a source that holds a fixed set of bars (implements ``tail_timestamp``)."""
+    return callable(getattr(source, "tail_timestamp", None))
+
+
+def source_tail(
+    source: Source, instrument: Instrument, timeframe: Timeframe
+) -> pd.Timestamp | None:
+    """The last bar of a finite source (``None``: the source keeps growing, up to now)."""
+    tail = getattr(source, "tail_timestamp", None)
+    return None if not callable(tail) else pd.Timestamp(tail(instrument, timeframe))
+
+
+def series_meta(source: Source, instrument: Instrument, timeframe: Timeframe) -> dict[str, object]:
+    """What ``source`` records about a series in its metadata (``{}`` when it says nothing)."""
+    describe = getattr(source, "series_meta", None)
+    return {} if not callable(describe) else dict(describe(instrument, timeframe))
+
+
+__all__ = [
+    "FiniteSource",
+    "Source",
+    "empty_bars",
+    "is_finite",
+    "normalize_bars",
+    "series_meta",
+    "source_tail",
+]

@@ -61,6 +61,7 @@ NEUTRAL: Final[Mapping[str, object]] = {
     "seed": 0,
     "delay": 0.0,
     "calendar_tz": None,
+    "strict": False,
     "ib_host": DEFAULT_IB_HOST,
     "ib_port": DEFAULT_IB_PORT,
     "client_id": DEFAULT_CLIENT_ID,
@@ -238,18 +239,25 @@ class SyntheticOptions:
 
 @dataclass(frozen=True, slots=True)
 class FilesOptions:
-    """The ``files`` source: ``path`` (a CSV/Parquet file, or a folder of per-symbol files) and
-    ``calendar_tz`` (the zone of naive times in them; ``None``: the exchange calendar's)."""
+    """The ``files`` source: ``path`` (a CSV/Parquet file, or a folder of per-symbol files),
+    ``calendar_tz`` (the zone of naive intraday times in them; ``None``: the exchange calendar's)
+    and ``strict`` (refuse a file with any row breaking the price rules, instead of dropping and
+    counting those rows)."""
 
     name: ClassVar[str] = "files"
 
     path: str
     calendar_tz: str | None = None
+    strict: bool = False
 
     @classmethod
-    def parse(cls, *, path: object = None, calendar_tz: object = None) -> FilesOptions:
+    def parse(
+        cls, *, path: object = None, calendar_tz: object = None, strict: object = False
+    ) -> FilesOptions:
         zone = parse_time_zone(calendar_tz)
-        return cls(str(parse_path(path)), None if zone is None else str(zone))
+        if not isinstance(strict, bool):
+            raise InvalidRequest(f"strict must be true or false, got {strict!r}", "strict", strict)
+        return cls(str(parse_path(path)), None if zone is None else str(zone), strict)
 
 
 @dataclass(frozen=True, slots=True)

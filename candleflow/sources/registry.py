@@ -116,7 +116,7 @@ def make_source(
     if isinstance(options, FilesOptions):
         from candleflow.sources.files import FileSource
 
-        return FileSource(options.path, calendar_tz=options.calendar_tz)
+        return FileSource(options.path, calendar_tz=options.calendar_tz, strict=options.strict)
     return _ib(options, cancel_token, request_gate)
 
 

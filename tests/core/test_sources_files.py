@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import os
 import re
 import warnings
@@ -159,36 +161,44 @@ def test_yyyymmdd_integers_for_daily_bars(tmp_path: Path) -> None:
     assert list(frame.index) == [utc("2024-01-02")]
 
 
-def test_missing_volume_is_nan_with_a_warning(tmp_path: Path) -> None:
+def warned(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The warning lines logged (one record per notice, never a raw Python warning)."""
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_missing_volume_is_nan_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = write(tmp_path, "x.csv", "date,open,high,low,close\n2024-01-02,1,2,0.5,1.5\n")
-    with pytest.warns(UserWarning, match="no volume column"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         frame = read(path, "1d")
     assert_canonical(frame)
     assert frame["volume"].isna().all()
+    [line] = warned(caplog)
+    assert "no volume column" in line and str(path) in line
 
 
-def test_duplicates_keep_the_last_row_and_unsorted_rows_are_sorted(tmp_path: Path) -> None:
+def test_duplicates_keep_the_last_row_and_unsorted_rows_are_sorted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     text = "date,open,high,low,close,volume\n"
     text += "2024-01-03,3,4,2,3,30\n2024-01-02,1,2,0.5,1.5,10\n2024-01-03,5,6,4,5,50\n"
-    with pytest.warns(UserWarning, match="duplicated"):
-        frame = read(write(tmp_path, "x.csv", text), "1d")
+    frame = read(write(tmp_path, "x.csv", text), "1d")
     assert list(frame.index) == [utc("2024-01-02"), utc("2024-01-03")]
     assert frame.loc[utc("2024-01-03"), "open"] == 5.0
+    [line] = warned(caplog)
+    assert "1 duplicated timestamp" in line
 
 
-def test_rows_without_prices_are_dropped_with_a_warning(tmp_path: Path) -> None:
+def test_rows_without_prices_are_dropped_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     text = "date,open,high,low,close,volume\n2024-01-02,1,2,0.5,1.5,10\n2024-01-03,,,,,\n"
-    with pytest.warns(UserWarning, match="dropped 1 row"):
-        frame = read(write(tmp_path, "x.csv", text), "1d")
+    frame = read(write(tmp_path, "x.csv", text), "1d")
     assert list(frame.index) == [utc("2024-01-02")]
-
-
-def test_ohlc_invalid_rows_are_kept_for_the_store_to_judge(tmp_path: Path) -> None:
-    text = "date,open,high,low,close,volume\n2024-01-02,1,0.5,2,1.5,10\n"  # high < low
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        frame = read(write(tmp_path, "x.csv", text), "1d")
-    assert len(frame) == 1
+    [line] = warned(caplog)
+    assert "dropped 1 of 2 rows" in line and "1 NaN price" in line
 
 
 # -- errors ---------------------------------------------------------------------------------
