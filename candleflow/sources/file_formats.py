@@ -62,12 +62,13 @@ _UTC_NAMES = ("gmttime", "utctime", "timegmt", "timeutc")
 _NUMBER = r"-?\d+(\.\d+)?"
 # IB's text forms: "20240131 09:30:00 US/Eastern" (any IANA zone), "20240131-14:30:00" (UTC).
 _IB_ZONED = r"(\d{8})\s+(\d{2}:\d{2}:\d{2})\s+([A-Za-z_]+/[A-Za-z_/+-]+|UTC|GMT)"
+_IB_UTC = "%Y%m%d-%H:%M:%S"
 _TEXT_FORMATS: tuple[tuple[str, str], ...] = (
     (r"\d{2}\.\d{2}\.\d{4} \d{2}:\d{2}:\d{2}\.\d{3}", "%d.%m.%Y %H:%M:%S.%f"),
     (r"\d{2}\.\d{2}\.\d{4} \d{2}:\d{2}:\d{2}", "%d.%m.%Y %H:%M:%S"),
     (r"\d{2}\.\d{2}\.\d{4}", "%d.%m.%Y"),
     (r"\d{2}\.\d{2}\.\d{4} \d{2}:\d{2}:\d{2}\.\d{3} GMT[+-]\d{4}", "%d.%m.%Y %H:%M:%S.%f GMT%z"),
-    (r"\d{8}-\d{2}:\d{2}:\d{2}", "%Y%m%d-%H:%M:%S"),
+    (r"\d{8}-\d{2}:\d{2}:\d{2}", _IB_UTC),
     (r"\d{8}\s+\d{2}:\d{2}:\d{2}", "%Y%m%d %H:%M:%S"),
     (r"\d{4}\.\d{2}\.\d{2} \d{2}:\d{2}:\d{2}", "%Y.%m.%d %H:%M:%S"),
     (r"\d{4}\.\d{2}\.\d{2} \d{2}:\d{2}", "%Y.%m.%d %H:%M"),
@@ -84,7 +85,7 @@ _HEADERLESS_NAMES: dict[int, tuple[str, ...]] = {
 }
 # Header marks of vendor layouts (normalised names), checked in order.
 _LAYOUT_MARKS: tuple[tuple[str, frozenset[str]], ...] = (
-    ("yahoo", frozenset({"adjclose"})),
+    ("yahoo", frozenset({"adjclose", "price"})),
     ("stooq", frozenset({"ticker", "per"})),
     ("dukascopy", frozenset({"gmttime", "localtime"})),
     ("databento", frozenset({"tsevent", "rtype", "instrumentid"})),
@@ -219,11 +220,11 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, pd.DatetimeIndex | None, bool
             frame = frame.reset_index()
         return frame, None, False
     try:
-        compressed = suffix in _COMPRESSED_SUFFIXES
-        sep, names = (",", None) if compressed else _sniff_header(path)
+        layout = _CsvLayout() if suffix in _COMPRESSED_SUFFIXES else _sniff_header(path)
         frame = pd.read_csv(
-            path, sep=sep, encoding="utf-8-sig", skipinitialspace=True,
-            header=None if names else "infer", names=names, engine="c",
+            path, sep=layout.sep, encoding="utf-8-sig", skipinitialspace=True,
+            header=None if layout.names else "infer", names=layout.names,
+            skiprows=list(layout.skip) or None, engine="c",
         )  # fmt: skip
     except FileNotFoundError as exc:
         raise InvalidRequest(f"{path}: no such file; check the path") from exc
@@ -236,28 +237,47 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, pd.DatetimeIndex | None, bool
             f"{path}: not a readable CSV file ({exc}); save it as UTF-8 text with a header "
             "line and the same number of fields on every line"
         ) from exc
-    return frame, None, names is not None
+    if layout.first_column:
+        frame = frame.rename(columns={frame.columns[0]: layout.first_column})
+    return frame, None, layout.names is not None
 
 
-def _sniff_header(path: Path) -> tuple[str, list[str] | None]:
+@dataclass(frozen=True, slots=True)
+class _CsvLayout:
+    """How to read a CSV: its separator, the column names when it has no header line, rows to
+    skip, and a name for the first column when its header cell names something else."""
+
+    sep: str = ","
+    names: list[str] | None = None
+    skip: tuple[int, ...] = ()
+    first_column: str = ""
+
+
+def _sniff_header(path: Path) -> _CsvLayout:
     """The separator — the most frequent of , ; tab | in the first line (comma when none
-    occurs) — and, when that line is a bar rather than a header (MetaTrader's history export:
-    ``2024.01.02,09:30,1.1,…``), the column names to use."""
+    occurs) — and two vendor quirks: a first line that is a bar, not a header (MetaTrader's
+    history export: ``2024.01.02,09:30,1.1,…``), and yfinance's three header lines
+    (``Price,Close,…`` / ``Ticker,AAPL,…`` / ``Datetime,,,…``)."""
     with path.open(encoding="utf-8-sig", newline="") as handle:
-        first = handle.readline()
+        lines = [handle.readline() for _ in range(3)]
+    first = lines[0]
     counts = {sep: first.count(sep) for sep in (",", ";", "\t", "|")}
     best = max(counts, key=lambda sep: counts[sep])
     sep = best if counts[best] else ","
     fields = [f.strip() for f in first.split(sep)]
+    cells = [[f.strip() for f in line.split(sep)] for line in lines[1:]]
+    if fields[0].lower() == "price" and cells[0][:1] == ["Ticker"] and len(cells[1]) > 1:
+        # yfinance ≥ 0.2.48 writes its column MultiIndex as three header lines.
+        return _CsvLayout(sep, skip=(1, 2), first_column=cells[1][0] or "Date")
     if not _HEADERLESS_DATE.fullmatch(fields[0]):
-        return sep, None
+        return _CsvLayout(sep)
     names = _HEADERLESS_NAMES.get(len(fields))
     if names is None:
         raise InvalidRequest(
             f"{path}: the first line is a bar, not a header, and its {len(fields)} fields "
             "match no known layout; add a header line such as date,open,high,low,close,volume"
         )
-    return sep, list(names)
+    return _CsvLayout(sep, list(names))
 
 
 def _price_columns(
@@ -369,6 +389,8 @@ def _parse_moments(values: pd.Series, origin: str, column: str) -> pd.DatetimeIn
         return zoned
     fmt, text = _known_format(present, text)
     parsed = _parse_text(text, fmt=fmt)
+    if fmt == _IB_UTC and parsed.tz is None:
+        parsed = parsed.tz_localize("UTC")  # IB's formatDate=2 form is UTC
     failed = parsed.isna() & np.asarray(text.notna() & (text != ""))
     if failed.any():
         # A file mixing formats ("2024-01-02" and "2024-01-02 09:30") defeats format inference.
