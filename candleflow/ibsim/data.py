@@ -1,5 +1,11 @@
 """What the simulated gateway knows: contract details, head timestamps and historical bars.
 
+Contracts come from its instrument directory (:mod:`candleflow.ibsim.directory`), answered as
+IB answers each class: a stock, a forex pair on IDEALPRO, a dated or continuous future with its
+exchange, multiplier and expiry, an index; error 200 for anything else. A forex pair has no
+trades (``TRADES`` → 162 "No historical market data …", as IB), a continuous future refuses an
+end date (10339), a dated future has bars for a year up to its last trading day.
+
 Bars come from :class:`~candleflow.sources.synthetic.SyntheticSource` with the simulator's seed,
 so a client that downloads through the simulator gets exactly ``SyntheticSource(seed).bars(...)``
 for the same range (calendar-aware: nothing while the exchange is closed, nothing before the head,
@@ -12,7 +18,7 @@ code and text IB would send (200, 162 no data, 162 invalid step, 321).
 
 from __future__ import annotations
 
-import hashlib
+import math
 import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -21,8 +27,9 @@ from typing import Any
 import pandas as pd
 
 from candleflow.errors import InvalidRequest, NoData
+from candleflow.ibsim.directory import Directory, SimContract
 from candleflow.ibsim.protocol import Field, WireContract
-from candleflow.loading.calendars import DEFAULT_CALENDAR, calendar_tz
+from candleflow.loading.calendars import calendar_tz
 from candleflow.models import SYMBOL_RE, Instrument, Segment
 from candleflow.sources.synthetic import SyntheticSource
 from candleflow.timeframes import Timeframe, from_ib_bar_size, parse_ib_duration
@@ -99,16 +106,25 @@ def parse_end(text: str, now: pd.Timestamp) -> pd.Timestamp:
         ) from exc
 
 
-def _con_id(symbol: str) -> int:
-    digest = hashlib.blake2b(symbol.encode(), digest_size=4).digest()
-    return 1 + int.from_bytes(digest, "big") % 2_000_000_000
+#: whatToShow values IB accepts for historical bars (anything else fails validation: 321).
+WHAT_TO_SHOW = frozenset({
+    "TRADES", "MIDPOINT", "BID", "ASK", "BID_ASK", "ADJUSTED_LAST", "HISTORICAL_VOLATILITY",
+    "OPTION_IMPLIED_VOLATILITY", "SCHEDULE", "AGGTRADES",
+})  # fmt: skip
+_NO_SECURITY = "No security definition has been found for the request"
+_CONTFUT_END = "Setting end date/time for continuous future security type is not allowed."
+#: How long before its last trading day a dated future has bars.
+_FUTURE_HISTORY = pd.Timedelta(days=365)
 
 
 class SimulatedData:
     """Contract details, heads and bars of the simulated gateway (see the module docstring).
 
-    ``unknown`` symbols (and malformed ones) get error 200; ``calendars`` maps a symbol to its
-    exchange_calendars name (default XNYS); ``now`` is the clock for "bars not ended yet".
+    ``directory`` is what the gateway knows (default: the shipped
+    :meth:`~candleflow.ibsim.directory.Directory.default`); anything else, and the ``unknown``
+    symbols even when listed, get error 200. ``calendars`` maps a canonical instrument spec
+    (``AAPL``, ``EUR.USD``, ``ES:FUT``) to the exchange_calendars name its bars follow instead of
+    its class's; ``now`` is the clock for "bars not ended yet" and for which futures expired.
     """
 
     def __init__(
@@ -119,58 +135,118 @@ class SimulatedData:
         unknown: Collection[str] = DEFAULT_UNKNOWN,
         calendars: Mapping[str, str] | None = None,
         now: Callable[[], pd.Timestamp] | None = None,
+        directory: Directory | None = None,
     ) -> None:
         self.seed = seed
         self.unknown = frozenset(s.upper() for s in unknown)
-        self.calendars = dict(calendars or {})
+        self.calendars = {k.strip().upper(): v for k, v in (calendars or {}).items()}
+        self.directory = directory if directory is not None else Directory.default()
         self._source = SyntheticSource(seed, head=head, now=now)
         self._now = now
 
     def clock(self) -> pd.Timestamp:
         return pd.Timestamp.now(tz="UTC") if self._now is None else self._now()
 
+    def contracts(self, contract: WireContract, include_expired: bool = False) -> list[SimContract]:
+        """Every contract answering ``contract`` (contract details may list several)."""
+        symbol = contract.symbol.strip().upper()
+        if symbol in self.unknown or (
+            symbol and SYMBOL_RE.fullmatch(symbol.replace(" ", ".")) is None
+        ):
+            return []
+        try:
+            con_id = int(contract.con_id or 0)
+        except ValueError:
+            con_id = 0
+        found = self.directory.match(
+            sec_type=contract.sec_type, symbol=symbol, exchange=contract.exchange,
+            currency=contract.currency, last_trade=contract.last_trade_date,
+            local_symbol=contract.local_symbol, con_id=con_id, include_expired=include_expired,
+            today=self.clock().date(),
+        )  # fmt: skip
+        return [c for c in found if c.key not in self.unknown]
+
+    def resolve(self, contract: WireContract, include_expired: bool = True) -> SimContract:
+        """The one contract ``contract`` names; ``IBError(200)`` for none (or several)."""
+        found = self.contracts(contract, include_expired)
+        if len(found) != 1:
+            raise IBError(200, _NO_SECURITY)
+        return found[0]
+
     def instrument(self, contract: WireContract) -> Instrument:
         """The instrument behind ``contract``; ``IBError(200)`` for unknown symbols."""
-        symbol = contract.symbol.strip().upper()
-        if SYMBOL_RE.fullmatch(symbol) is None or symbol in self.unknown:
-            raise IBError(200, "No security definition has been found for the request")
+        return self._instrument(self.resolve(contract))
+
+    def _instrument(self, found: SimContract) -> Instrument:
+        key = found.key
+        if found.sec_type == "FUT":
+            expires = pd.Timestamp(found.last_trade, tz="UTC")
+            self._source.set_head(key, max(self._source.head_of(key), expires - _FUTURE_HISTORY))
         return Instrument(
-            symbol,
-            calendar=self.calendars.get(symbol, DEFAULT_CALENDAR),
-            sec_type=contract.sec_type or "STK",
-            exchange=contract.exchange or "SMART",
-            currency=contract.currency or "USD",
-            primary_exchange=contract.primary_exchange or "NASDAQ",
-            con_id=_con_id(symbol),
-            long_name=f"SIMULATED {symbol} INC",
+            key,
+            calendar=self.calendars.get(key, self.calendars.get(found.symbol, found.calendar)),
+            sec_type=found.sec_type,
+            exchange=found.exchange,
+            currency=found.currency,
+            primary_exchange=found.primary_exchange,
+            con_id=found.con_id,
+            long_name=found.long_name,
+            expiry=found.last_trade,
+            multiplier=found.multiplier,
+            local_symbol=found.local_symbol,
+            trading_class=found.trading_class,
         )
 
-    def contract_details(self, req_id: int, contract: WireContract) -> list[Field]:
-        """The fields of one contractData message (10) for ``contract``."""
-        inst = self.instrument(contract)
-        zone = str(calendar_tz(inst.calendar))
-        return [
-            10, req_id, inst.symbol, inst.sec_type, "", 0.0, "", inst.exchange, inst.currency,
-            inst.symbol, "NMS", inst.symbol, inst.con_id, 0.01, "",
-            "ACTIVETIM,ADJUST,ALERT,ALGO,LMT,MKT,STP", f"SMART,{inst.primary_exchange}", 1, 0,
-            inst.long_name, inst.primary_exchange, "", "Technology", "Computers", "Software",
-            zone, "", "", "", "", 0,
-            1, "", "", "26", "", "COMMON", "1", "1", "100",
-        ]  # fmt: skip
+    def contract_details(
+        self, req_id: int, contract: WireContract, include_expired: bool = False
+    ) -> list[list[Field]]:
+        """The contractData messages (10) answering ``contract``; ``IBError(200)`` for none."""
+        found = self.contracts(contract, include_expired)
+        if not found:
+            raise IBError(200, _NO_SECURITY)
+        return [_details(req_id, c) for c in found]
 
-    def head(self, contract: WireContract) -> pd.Timestamp:
+    def _check_what_to_show(self, found: SimContract, what_to_show: str, bar: str) -> None:
+        what = what_to_show.strip().upper()
+        if what not in WHAT_TO_SHOW:
+            raise IBError(
+                321,
+                f"Error validating request.-'bY' : cause - Invalid what to show {what_to_show!r}",
+            )
+        if found.sec_type == "CASH" and what in ("TRADES", "ADJUSTED_LAST", "AGGTRADES"):
+            # IB has no trades for forex: only MIDPOINT, BID, ASK, BID_ASK.
+            raise IBError(
+                162,
+                "Historical Market Data Service error message:No historical market data for "
+                f"{found.symbol}/CASH@FXSUBPIP Last {bar}",
+            )
+        if found.sec_type == "IND" and what != "TRADES":
+            raise IBError(
+                162,
+                "Historical Market Data Service error message:No historical market data for "
+                f"{found.symbol}/IND@{found.exchange} {what.title()} {bar}",
+            )
+
+    def head(self, contract: WireContract, what_to_show: str = "TRADES") -> pd.Timestamp:
         """The first 1-minute bar at or after the symbol's head (IB's head is per tick type)."""
-        return self._source.head_timestamp(self.instrument(contract), "1m")
+        found = self.resolve(contract)
+        self._check_what_to_show(found, what_to_show, "1d")
+        return self._source.head_timestamp(self._instrument(found), "1m")
 
-    def head_text(self, contract: WireContract, format_date: int) -> str:
-        head = self.head(contract)
+    def head_text(
+        self, contract: WireContract, format_date: int, what_to_show: str = "TRADES"
+    ) -> str:
+        head = self.head(contract, what_to_show)
         if format_date == 2:
             return str(int(head.timestamp()))
         return head.strftime("%Y%m%d-%H:%M:%S")
 
     def bars(self, query: HistoricalQuery) -> tuple[pd.DataFrame, Timeframe, Instrument]:
         """Bars answering ``query``; raises ``IBError`` as IB would."""
-        inst = self.instrument(query.contract)
+        found = self.resolve(query.contract)
+        inst = self._instrument(found)
+        if found.sec_type == "CONTFUT" and query.end.strip():
+            raise IBError(10339, _CONTFUT_END)
         try:
             tf = from_ib_bar_size(query.bar_size)
         except InvalidRequest:
@@ -193,9 +269,15 @@ class SimulatedData:
                 "Historical Market Data Service error message:Invalid step: duration "
                 f"{query.duration} exceeds {tf.ib_max_duration} for {tf.ib_bar_size} bars",
             )
+        self._check_what_to_show(found, query.what_to_show, _bar_label(tf))
         end = parse_end(query.end, self.clock())
+        if found.sec_type == "FUT":
+            # No bars after the last trading day's session (16:00 Chicago ≈ 22:00 UTC).
+            end = min(end, pd.Timestamp(found.last_trade, tz="UTC") + pd.Timedelta(hours=22))
         segment = Segment(end - span, end, 0)
         try:
+            if segment.end <= segment.start:
+                raise NoData("expired")
             frame = self._source.fetch(inst, tf, segment)
         except NoData:
             raise IBError(
@@ -215,6 +297,29 @@ class SimulatedData:
         return fields, len(frame)
 
 
+def _bar_label(tf: Timeframe) -> str:
+    """How IB names a bar size in its "no data" texts: ``1d``, else seconds (``300``)."""
+    return "1d" if tf.is_daily else str(tf.minutes * 60)
+
+
+def _details(req_id: int, c: SimContract) -> list[Field]:
+    """One contractData message (10), fields in the v176 order of IB_PROTOCOL.md."""
+    industry, category, subcategory = {
+        "STK": ("Technology", "Computers", "Software"),
+        "CASH": ("", "", ""),
+        "IND": ("Indices", "Equity Index", "Broad"),
+    }.get(c.sec_type, ("", "", ""))
+    order_types = "ACTIVETIM,ADJUST,ALERT,ALGO,LMT,MKT,STP"
+    under = c.under_con_id if c.sec_type in ("FUT", "CONTFUT") else 0
+    return [
+        10, req_id, c.symbol, c.sec_type, c.last_trade, 0.0, "", c.exchange, c.currency,
+        c.local_symbol, c.market_name, c.trading_class, c.con_id, c.min_tick, c.multiplier,
+        order_types, c.valid_exchanges, 1, under, c.long_name, c.primary_exchange,
+        c.contract_month, industry, category, subcategory, c.time_zone, "", "", "", "", 0,
+        1, "", "", "26", c.last_trade, c.stock_type, "1", "1", "1",
+    ]  # fmt: skip
+
+
 def _fmt_range(ts: pd.Timestamp) -> str:
     return ts.tz_convert("UTC").strftime("%Y%m%d %H:%M:%S")
 
@@ -231,6 +336,9 @@ def _bar_fields(frame: pd.DataFrame, tf: Timeframe, format_date: int, calendar: 
     o, h, lo, c, v = (frame[col].tolist() for col in ("open", "high", "low", "close", "volume"))
     out: list[Any] = []
     for i, date in enumerate(dates):
+        if math.isnan(v[i]):  # MIDPOINT bars (forex): IB sends -1 for volume, WAP and count
+            out += [date, o[i], h[i], lo[i], c[i], -1, -1, -1]
+            continue
         wap = round((h[i] + lo[i] + c[i]) / 3, 4)
         out += [date, o[i], h[i], lo[i], c[i], v[i], wap, int(v[i] // 100) + 1]
     return out

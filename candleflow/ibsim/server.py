@@ -19,6 +19,7 @@ import logging
 import threading
 from collections.abc import Callable, Collection, Coroutine, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -27,6 +28,7 @@ import pandas as pd
 from candleflow.errors import InvalidRequest, SourceUnavailable
 from candleflow.ibsim import protocol as p
 from candleflow.ibsim.data import DEFAULT_UNKNOWN, HistoricalQuery, IBError, SimulatedData
+from candleflow.ibsim.directory import Directory
 from candleflow.ibsim.faults import ERROR_TEXTS, Faults
 from candleflow.sources.pacing import IB_PACING, PacingJudge, PacingRules, RequestKey
 
@@ -194,11 +196,14 @@ class _Connection:
         contract = p.WireContract.from_fields(fields, 3)
         with self.sim._counters.lock:
             self.sim._counters.contracts += 1
+        include_expired = len(fields) > 15 and fields[15] == "1"
         try:
-            self.send(*self.sim.data.contract_details(req_id, contract))
+            messages = self.sim.data.contract_details(req_id, contract, include_expired)
         except IBError as exc:
             self.error(req_id, exc.code, exc.text)
             return
+        for message in messages:
+            self.send(*message)
         self.send(p.OUT_CONTRACT_DATA_END, 1, req_id)
 
     def _head_timestamp(self, fields: list[str]) -> None:
@@ -211,7 +216,7 @@ class _Connection:
             self.send(
                 p.OUT_HEAD_TIMESTAMP,
                 req_id,
-                self.sim.data.head_text(contract, int(fields[17] or 1)),
+                self.sim.data.head_text(contract, int(fields[17] or 1), fields[16]),
             )
         except IBError as exc:
             self.error(req_id, exc.code, exc.text)
@@ -285,7 +290,9 @@ class IBSimulator:
     Use it as a context manager, or ``start()``/``stop()``. ``port=0`` picks a free port, read it
     from ``.port`` once started. ``time_scale`` shrinks the pacing windows (0.01: the 600 s window
     lasts 6 s); ``pacing=False`` turns enforcement off. ``head``, ``unknown`` and ``calendars``
-    shape the data (:class:`~candleflow.ibsim.data.SimulatedData`); ``faults`` injects trouble.
+    shape the data (:class:`~candleflow.ibsim.data.SimulatedData`); ``directory`` is the
+    instruments it knows (default: the shipped one; see :func:`load_directory`); ``faults``
+    injects trouble.
     """
 
     def __init__(
@@ -302,6 +309,7 @@ class IBSimulator:
         calendars: Mapping[str, str] | None = None,
         rules: PacingRules = IB_PACING,
         now: Callable[[], pd.Timestamp] | None = None,
+        directory: Directory | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -309,7 +317,9 @@ class IBSimulator:
         self.time_scale = time_scale
         self.pacing = pacing
         self.faults = faults or Faults()
-        self.data = SimulatedData(seed, head=head, unknown=unknown, calendars=calendars, now=now)
+        self.data = SimulatedData(
+            seed, head=head, unknown=unknown, calendars=calendars, now=now, directory=directory
+        )
         self.judge = PacingJudge(rules, time_scale=time_scale)
         self._counters = _Counters()
         self._thread: threading.Thread | None = None
@@ -451,6 +461,15 @@ class IBSimulator:
                 self._handlers.discard(task)
 
 
+def load_directory(symbols: str | Path | None = None, *, replace: bool = False) -> Directory:
+    """The directory a simulator serves: the shipped one, plus (or, with ``replace``, only) the
+    instruments of the CSV file ``symbols``. ``InvalidRequest`` names the file and line."""
+    if symbols is None:
+        return Directory.default()
+    extra = Directory.read(symbols)
+    return extra if replace else Directory.default().merged(extra)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m candleflow.ibsim``: serve until Ctrl+C or SIGTERM; returns an exit code."""
     import argparse
@@ -468,11 +487,26 @@ def main(argv: list[str] | None = None) -> int:
                         help="drop the connection after N historical requests")  # fmt: skip
     parser.add_argument("--stay-down", action="store_true", help="stop listening after a drop")
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
+    parser.add_argument("--symbols", default=None, metavar="FILE",
+                        help="CSV of instruments to add to the shipped directory (columns: "
+                        "symbol,sec_type,exchange,primary_exchange,currency,long_name,"
+                        "multiplier,months,expiry_rule,stock_type,con_id)")  # fmt: skip
+    parser.add_argument("--replace-symbols", action="store_true",
+                        help="serve only the instruments of --symbols FILE")  # fmt: skip
     args = parser.parse_args(argv)
     try:
+        if args.replace_symbols and args.symbols is None:
+            raise InvalidRequest("--replace-symbols needs --symbols FILE")
+        directory = load_directory(args.symbols, replace=args.replace_symbols)
         faults = Faults(drop_after=args.fail_after, stay_down=args.stay_down, delay=args.delay)
         sim = IBSimulator(
-            args.host, args.port, args.seed, args.time_scale, not args.no_pacing, faults=faults
+            args.host,
+            args.port,
+            args.seed,
+            args.time_scale,
+            not args.no_pacing,
+            faults=faults,
+            directory=directory,
         )
         sim.start()
     except (InvalidRequest, SourceUnavailable) as exc:

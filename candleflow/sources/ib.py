@@ -9,6 +9,10 @@ What the libraries leave to the caller, it does itself (``../shared/IB_PROTOCOL.
 
 * every request is bounded by ``timeout`` (the head-timestamp call has no timeout of its own, and
   ib_async treats error 321 as a warning, so the request would never end);
+* an instrument spec (:mod:`candleflow.instruments`) becomes the contract IB wants: ``Stock`` on
+  SMART, ``Forex`` on IDEALPRO (bars ``MIDPOINT``: IB has no forex trades), ``ContFuture`` /
+  ``Future`` on their exchange (dated ones with ``includeExpired``), ``Index``; the qualified
+  contract (conId, exchange, multiplier, expiry, local symbol) is kept in the ``Instrument``;
 * errors become typed exceptions by code and text (:func:`ib_error`): 200 → ``UnknownSymbol``
   naming the symbol; 162 → ``PacingViolation`` / ``NoData`` / ``InvalidRequest`` ("invalid step");
   321 → ``InvalidRequest``; 1100 and a lost connection → ``SourceUnavailable`` — never an empty
@@ -49,7 +53,8 @@ from candleflow.errors import (
     SourceUnavailable,
     UnknownSymbol,
 )
-from candleflow.loading.calendars import DEFAULT_CALENDAR, get_calendar
+from candleflow.instruments import AssetClass, InstrumentSpec, parse_instrument
+from candleflow.loading.calendars import get_calendar
 from candleflow.models import BAR_COLUMNS, INDEX_NAME, Instrument, Segment, parse_symbol
 from candleflow.progress import CancelToken
 from candleflow.sources.options import parse_seconds
@@ -94,6 +99,12 @@ def ib_error(code: int, text: str, *, symbol: str, what: str) -> CandleflowError
     if code == 200:
         return UnknownSymbol(symbol, "ib", f"IB error 200: {text}")
     if code == 162:
+        if "no historical market data" in lowered:
+            # IB's answer to a bar type the contract has none of, e.g. TRADES for a forex pair.
+            return InvalidRequest(
+                message + "; IB has no such data for this contract (forex pairs have MIDPOINT, "
+                "BID, ASK and BID_ASK bars, not TRADES)"
+            )
         if "pacing violation" in lowered:
             return PacingViolation(message + " (the limiter should have prevented this)")
         if "no data" in lowered:
@@ -105,6 +116,11 @@ def ib_error(code: int, text: str, *, symbol: str, what: str) -> CandleflowError
         return InvalidRequest(message)
     if code == 321:
         return InvalidRequest(message + "; IB rejected the request's parameters")
+    if code == 10339:
+        return InvalidRequest(
+            message + "; IB serves a continuous future only back from now: load a dated "
+            "contract (e.g. ES:fut:202612) for older bars"
+        )
     if code in _UNAVAILABLE_CODES:
         return SourceUnavailable(message)
     return InvalidRequest(message)
@@ -159,7 +175,10 @@ class IBSource:
     symbol to its exchange_calendars name (overriding ``validate``'s ``calendar``).
     ``request_gate`` is passed before the limiter by every historical request (and by a resent
     one), e.g. a rate limit shared by worker processes; the default lets everything through.
-    ``cancel_token`` interrupts gate, pacing and reconnect waits. One source sends one request at a
+    ``cancel_token`` interrupts gate, pacing and reconnect waits. ``what_to_show`` is the bar type
+    of every request (default: each instrument's own, ``MIDPOINT`` for forex and ``TRADES`` for
+    the rest); ``exchange``/``currency`` override every spec's (see
+    :func:`candleflow.instruments.parse_instrument`). One source sends one request at a
     time (calls from several threads queue); for parallel fetches use several sources with
     distinct ``client_id``s — they share the gateway's limiter.
     """
@@ -177,8 +196,10 @@ class IBSource:
         calendar_map: Mapping[str, str] | None = None,
         reconnect_attempts: int = 3,
         reconnect_backoff: float = 0.5,
-        what_to_show: str = "TRADES",
+        what_to_show: str | None = None,
         use_rth: bool = False,
+        exchange: str | None = None,
+        currency: str | None = None,
         cancel_token: CancelToken | None = None,
         request_gate: RequestGate | None = None,
     ) -> None:
@@ -195,6 +216,8 @@ class IBSource:
         self.reconnect_backoff = float(reconnect_backoff)
         self.what_to_show = what_to_show
         self.use_rth = use_rth
+        self.exchange = exchange
+        self.currency = currency
         self._token = cancel_token or CancelToken()
         self._lib = load_ib_library()
         self._lock = threading.Lock()
@@ -237,12 +260,31 @@ class IBSource:
 
     # ------------------------------------------------------------------ Source protocol
 
-    def validate(self, symbol: str, calendar: str = DEFAULT_CALENDAR) -> Instrument:
-        """Qualify ``Stock(symbol, 'SMART', 'USD')``; ``UnknownSymbol`` names unknown symbols."""
+    def validate(
+        self,
+        symbol: str,
+        calendar: str | None = None,
+        *,
+        exchange: str | None = None,
+        currency: str | None = None,
+    ) -> Instrument:
+        """Qualify the contract an instrument spec names (``AAPL`` → ``Stock``, ``EUR.USD`` →
+        ``Forex`` on IDEALPRO, ``ES:fut`` → ``ContFuture``, ``ESZ6`` → ``Future``, ``SPX:ind``
+        → ``Index``) and return it as an ``Instrument`` recording the qualified contract.
+
+        ``calendar`` defaults to the spec's (``calendar_map`` first); ``exchange``/``currency``
+        override the spec's and the source's. ``UnknownSymbol`` names a contract IB does not know.
+        """
         normalized = parse_symbol(symbol)
-        calendar = self.calendar_map.get(normalized, calendar.strip())
-        get_calendar(calendar)  # an unknown calendar is the caller's error: say so before asking IB
-        contract = self._lib.Stock(normalized, "SMART", "USD")
+        spec = parse_instrument(
+            normalized,
+            exchange=exchange or self.exchange,
+            currency=currency or self.currency,
+        )
+        chosen = spec.calendar if calendar is None else calendar.strip()
+        chosen = self.calendar_map.get(normalized, chosen)
+        get_calendar(chosen)  # an unknown calendar is the caller's error: say so before asking IB
+        contract = self._spec_contract(spec)
 
         async def qualify() -> Any:
             return await self._ib.qualifyContractsAsync(contract)
@@ -253,23 +295,45 @@ class IBSource:
             raise UnknownSymbol(normalized, "ib", "IB returned no contract details")
         return Instrument(
             normalized,
-            calendar=calendar,
-            sec_type=qualified.secType or "STK",
-            exchange=qualified.exchange or "SMART",
-            currency=qualified.currency or "USD",
+            calendar=chosen,
+            sec_type=spec.sec_type,
+            exchange=qualified.exchange or spec.exchange,
+            currency=qualified.currency or spec.currency,
             primary_exchange=qualified.primaryExchange or "",
             con_id=int(qualified.conId or 0),
+            expiry=qualified.lastTradeDateOrContractMonth or "",
+            multiplier=qualified.multiplier or "",
+            local_symbol=qualified.localSymbol or "",
+            trading_class=qualified.tradingClass or "",
         )
+
+    def _spec_contract(self, spec: InstrumentSpec) -> Any:
+        """The ib_async/ib_insync contract object a spec names, before qualification."""
+        lib = self._lib
+        if spec.asset_class is AssetClass.FOREX:
+            return lib.Forex(pair=spec.symbol + spec.currency, exchange=spec.exchange)
+        if spec.asset_class is AssetClass.FUTURE:
+            if not spec.expiry:
+                return lib.ContFuture(spec.symbol, spec.exchange, currency=spec.currency)
+            future = lib.Future(spec.symbol, spec.expiry, spec.exchange, currency=spec.currency)
+            future.includeExpired = True  # history of expired contracts stays loadable
+            return future
+        if spec.asset_class is AssetClass.INDEX:
+            return lib.Index(spec.symbol, spec.exchange, spec.currency)
+        return lib.Stock(_ib_ticker(spec.symbol), spec.exchange, spec.currency)
+
+    def _what_to_show(self, instrument: Instrument) -> str:
+        return self.what_to_show or instrument.what_to_show
 
     def head_timestamp(self, instrument: Instrument, timeframe: Timeframe | str) -> pd.Timestamp:
         """IB's earliest ``what_to_show`` data for the instrument (UTC; a date for daily bars)."""
         tf = parse_timeframe(timeframe)
         contract = self._contract(instrument)
 
+        what_to_show = self._what_to_show(instrument)
+
         async def head() -> Any:
-            return await self._ib.reqHeadTimeStampAsync(
-                contract, self.what_to_show, self.use_rth, 2
-            )
+            return await self._ib.reqHeadTimeStampAsync(contract, what_to_show, self.use_rth, 2)
 
         value = self._call(
             head, symbol=instrument.symbol, what=f"head timestamp of {instrument.symbol}"
@@ -286,19 +350,31 @@ class IBSource:
         """Bars starting in ``[segment.start, segment.end)``; ``NoData`` if IB sends none."""
         tf = parse_timeframe(timeframe)
         contract = self._contract(instrument)
-        duration = ib_duration(segment.span, tf)
-        end = segment.end.tz_convert("UTC").strftime("%Y%m%d %H:%M:%S UTC")
+        what = f"{instrument.symbol} {tf.ib_bar_size} bars {segment.label()}"
+        what_to_show = self._what_to_show(instrument)
+        if instrument.sec_type == "CONTFUT":
+            # IB refuses an end date for a continuous future (10339): ask back from now.
+            end, span = "", pd.Timestamp.now(tz="UTC") - segment.start
+            if span > tf.max_span:
+                raise InvalidRequest(
+                    f"cannot load {what}: IB serves a continuous future only back from now, at "
+                    f"most {tf.ib_max_duration} of {tf.ib_bar_size} bars; load a dated contract "
+                    "(e.g. ES:fut:202612) for older bars"
+                )
+            duration = ib_duration(span, tf)
+        else:
+            duration = ib_duration(segment.span, tf)
+            end = segment.end.tz_convert("UTC").strftime("%Y%m%d %H:%M:%S UTC")
         key = RequestKey(
             str(instrument.con_id or instrument.symbol),
             instrument.exchange,
-            self.what_to_show,
+            what_to_show,
             f"{end}|{tf.ib_bar_size}|{duration}|{self.use_rth}",
         )
-        what = f"{instrument.symbol} {tf.ib_bar_size} bars {segment.label()}"
 
         async def historical() -> Any:
             return await self._ib.reqHistoricalDataAsync(
-                contract, end, duration, tf.ib_bar_size, self.what_to_show, self.use_rth,
+                contract, end, duration, tf.ib_bar_size, what_to_show, self.use_rth,
                 formatDate=2, timeout=0,
             )  # fmt: skip
 
@@ -336,14 +412,25 @@ class IBSource:
     # ------------------------------------------------------------------ request machinery
 
     def _contract(self, instrument: Instrument) -> Any:
-        return self._lib.Contract(
+        """The qualified contract an ``Instrument`` records (conId first, as IB matches it)."""
+        try:
+            symbol = parse_instrument(instrument.symbol).symbol
+        except InvalidRequest:
+            symbol = instrument.symbol
+        contract = self._lib.Contract(
             secType=instrument.sec_type,
             conId=instrument.con_id,
-            symbol=instrument.symbol,
+            symbol=_ib_ticker(symbol) if instrument.sec_type == "STK" else symbol,
+            lastTradeDateOrContractMonth=instrument.expiry if instrument.sec_type == "FUT" else "",
+            multiplier=instrument.multiplier,
             exchange=instrument.exchange,
             primaryExchange=instrument.primary_exchange,
             currency=instrument.currency,
+            localSymbol=instrument.local_symbol,
+            tradingClass=instrument.trading_class,
         )
+        contract.includeExpired = instrument.sec_type == "FUT"
+        return contract
 
     def _call(
         self,
@@ -486,6 +573,12 @@ def _qualified(result: Any) -> Any:
     return found[0] if found else None
 
 
+def _ib_ticker(symbol: str) -> str:
+    """IB's spelling of a stock ticker: a class share is ``BRK B`` at IB, ``BRK.B`` elsewhere."""
+    base, dot, share = symbol.partition(".")
+    return f"{base} {share}" if dot and len(share) == 1 and base.isalpha() else symbol
+
+
 def _utc(value: Any) -> pd.Timestamp:
     ts = pd.Timestamp(value)
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
@@ -504,5 +597,7 @@ def _bars_frame(bars: Any, what: str) -> pd.DataFrame:
     else:  # daily bars are dates; anything naive is read as UTC
         index = pd.DatetimeIndex(pd.to_datetime(dates, utc=True), name=INDEX_NAME)
     values = np.array([(b.open, b.high, b.low, b.close, b.volume) for b in rows], dtype=np.float64)
+    # MIDPOINT (forex) bars have no volume: IB sends -1.
+    values[values[:, 4] < 0, 4] = np.nan
     frame = pd.DataFrame(values, index=index, columns=list(BAR_COLUMNS))
     return normalize_bars(frame, origin=f"IB {what}")

@@ -1,13 +1,15 @@
 """A deterministic, calendar-aware generator of market-like bars: the offline default source.
 
-``SyntheticSource`` serves bars only where the exchange calendar expects them (no nights, weekends
-or holidays; short early-close days), from a configurable head timestamp up to ``now``. Every value
-is a pure function of (seed, symbol, timeframe, bar start), computed with a splitmix64 integer hash
-in vectorised numpy, so a range gives the same bars however it is split into requests, in whatever
-order, in whatever process. Prices follow one continuous log-price path per symbol — a daily random
-walk with drift, cumulated over a fixed 1970–2100 table, plus hashed hourly, five-minute and minute
-wiggles — so a bar opens where the previous one closed and the timeframes agree with each other.
-Delays, failures and the clock can be injected for tests.
+``SyntheticSource`` serves bars of any instrument spec (:mod:`candleflow.instruments`: stocks,
+forex pairs — quoted near 1 with five decimals and no volume, as IB's MIDPOINT bars — futures,
+indices), each on its own calendar unless told another, and only where that calendar expects them
+(no nights, weekends or holidays; short early-close days), from a configurable head timestamp up to
+``now``. Every value is a pure function of (seed, symbol, timeframe, bar start), computed with a
+splitmix64 integer hash in vectorised numpy, so a range gives the same bars however it is split
+into requests, in whatever order, in whatever process. Prices follow one continuous log-price path
+per symbol — a daily random walk with drift, cumulated over a fixed 1970–2100 table, plus hashed
+hourly, five-minute and minute wiggles — so a bar opens where the previous one closed and the
+timeframes agree with each other. Delays, failures and the clock can be injected for tests.
 """
 
 from __future__ import annotations
@@ -18,14 +20,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from candleflow.errors import Cancelled, NoData, UnknownSymbol
-from candleflow.loading.calendars import DEFAULT_CALENDAR, expected_bars, get_calendar, to_utc
+from candleflow.instruments import parse_instrument
+from candleflow.loading.calendars import expected_bars, get_calendar, to_utc
 from candleflow.models import INDEX_NAME, Instrument, Segment, parse_symbol, parse_timestamp
 from candleflow.sources.base import normalize_bars
 from candleflow.sources.options import SyntheticOptions
@@ -147,9 +150,31 @@ def _log_price(
     return out
 
 
-def _to_cents(values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    # Rounding and clipping are monotone, so high ≥ max(open, close) ≥ … survives them.
-    return np.maximum(np.round(values, 2), 0.01)
+def _to_ticks(values: np.ndarray[Any, Any], scale: float, decimals: int) -> np.ndarray[Any, Any]:
+    # Scaling, rounding and clipping are monotone, so high ≥ max(open, close) ≥ … survives them.
+    return np.maximum(np.round(values * scale, decimals), 10.0**-decimals)
+
+
+@dataclass(frozen=True, slots=True)
+class _Quoting:
+    """How an asset class's prices look: scale of the 10–500 path, decimals, volume or none."""
+
+    scale: float = 1.0
+    decimals: int = 2
+    volume: bool = True
+
+
+_STOCK_QUOTING = _Quoting()
+# Forex pairs trade near 1 with five decimals (yen pairs near 100 with three) and, as IB's
+# MIDPOINT bars, have no volume.
+_FX_QUOTING = _Quoting(scale=0.01, decimals=5, volume=False)
+_JPY_QUOTING = _Quoting(scale=1.0, decimals=3, volume=False)
+
+
+def _quoting(instrument: Instrument) -> _Quoting:
+    if instrument.sec_type == "CASH":
+        return _JPY_QUOTING if instrument.currency == "JPY" else _FX_QUOTING
+    return _STOCK_QUOTING
 
 
 def _generate(
@@ -158,6 +183,7 @@ def _generate(
     starts: pd.DatetimeIndex,
     open_at: np.ndarray[Any, np.dtype[np.int64]],
     close_at: np.ndarray[Any, np.dtype[np.int64]],
+    quoting: _Quoting = _STOCK_QUOTING,
 ) -> pd.DataFrame:
     """Bars starting at ``starts`` that open at instants ``open_at`` and close at ``close_at``."""
     minutes = min(timeframe.minutes, _SESSION_MINUTES)
@@ -174,13 +200,14 @@ def _generate(
     volume = np.maximum(
         np.round(daily_volume * minutes / _SESSION_MINUTES * np.exp(0.5 * z_volume)), 1
     )
+    scale, decimals = quoting.scale, quoting.decimals
     frame = pd.DataFrame(
         {
-            "open": _to_cents(open_raw),
-            "high": _to_cents(high_raw),
-            "low": _to_cents(low_raw),
-            "close": _to_cents(close_raw),
-            "volume": volume,
+            "open": _to_ticks(open_raw, scale, decimals),
+            "high": _to_ticks(high_raw, scale, decimals),
+            "low": _to_ticks(low_raw, scale, decimals),
+            "close": _to_ticks(close_raw, scale, decimals),
+            "volume": volume if quoting.volume else np.full(len(starts), np.nan),
         },
         index=starts,
     )
@@ -268,22 +295,29 @@ class SyntheticSource:
             known = ", ".join(sorted(self._symbols)[:5]) or "none"
             raise UnknownSymbol(symbol, self.name, f"known symbols: {known}")
 
-    def validate(self, symbol: str, calendar: str = DEFAULT_CALENDAR) -> Instrument:
-        """Resolve ``symbol`` (case-insensitive) on ``calendar``.
+    def validate(self, symbol: str, calendar: str | None = None) -> Instrument:
+        """Resolve ``symbol`` — an instrument spec (``AAPL``, ``EUR.USD``, ``ES:fut``, ``ESZ6``,
+        ``SPX:ind``; case-insensitive) — on ``calendar`` (default: the spec's own, e.g. ``FX``
+        for a pair, ``GLOBEX`` for a future; see :func:`candleflow.instruments.default_calendar`).
 
-        Raises ``InvalidRequest`` for a malformed symbol or an unknown calendar and
+        Raises ``InvalidRequest`` for a malformed spec or an unknown calendar and
         ``UnknownSymbol`` for a symbol this source was told not to know.
         """
         self._count()
         normalized = parse_symbol(symbol)
         self._check_known(normalized)
-        get_calendar(calendar)
-        return Instrument(
-            normalized, calendar=calendar.strip(), long_name=f"synthetic {normalized}"
-        )
+        return _instrument(normalized, calendar)
 
     def _head(self, symbol: str) -> pd.Timestamp:
         return self._heads.get(symbol, self._default_head)
+
+    def head_of(self, symbol: str) -> pd.Timestamp:
+        """The earliest instant with data for ``symbol`` (an instrument spec)."""
+        return self._head(parse_symbol(symbol))
+
+    def set_head(self, symbol: str, head: pd.Timestamp | str) -> None:
+        """Make ``head`` the earliest instant with data for ``symbol`` from now on."""
+        self._heads[parse_symbol(symbol)] = parse_timestamp(head, what=f"head of {symbol}")
 
     def _clock(self) -> pd.Timestamp:
         now = pd.Timestamp.now(tz="UTC") if self._now is None else pd.Timestamp(self._now())
@@ -368,7 +402,7 @@ class SyntheticSource:
             symbol = parse_symbol(instrument_or_symbol.symbol)
             instrument = replace(instrument_or_symbol, symbol=symbol)
         else:
-            instrument = Instrument(parse_symbol(instrument_or_symbol))
+            instrument = _instrument(parse_symbol(instrument_or_symbol), None)
         tf = parse_timeframe(timeframe)
         lo, hi = to_utc(start, instrument.calendar), to_utc(end, instrument.calendar)
         starts, ends = _bar_grid(instrument.calendar, tf, lo, hi)
@@ -382,21 +416,39 @@ class SyntheticSource:
         ends: pd.DatetimeIndex,
     ) -> pd.DataFrame:
         key = _series_key(self.seed, instrument.symbol)
+        quoting = _quoting(instrument)
         starts = pd.DatetimeIndex(starts, name=INDEX_NAME).as_unit("ns")
         if tf.is_daily:
             # A daily bar opens at the session's open and closes at its close, on the same path
             # as the intraday bars, so daily and intraday series of a symbol agree.
             if len(starts) == 0:
-                return _generate(key, tf, starts, starts.asi8, starts.asi8)
+                return _generate(key, tf, starts, starts.asi8, starts.asi8, quoting)
             labels = starts.tz_convert(None)
             schedule = get_calendar(instrument.calendar, labels[0]).schedule.loc[labels]
             open_at = pd.DatetimeIndex(schedule["open"]).as_unit("ns").asi8
             close_at = pd.DatetimeIndex(schedule["close"]).as_unit("ns").asi8
-            return _generate(key, tf, starts, open_at, close_at)
-        return _generate(key, tf, starts, starts.asi8, ends.as_unit("ns").asi8)
+            return _generate(key, tf, starts, open_at, close_at, quoting)
+        return _generate(key, tf, starts, starts.asi8, ends.as_unit("ns").asi8, quoting)
 
     def close(self) -> None:
         """Nothing to release; present for the ``Source`` protocol."""
+
+
+def _instrument(symbol: str, calendar: str | None) -> Instrument:
+    """The synthetic instrument of the canonical spec ``symbol`` on ``calendar`` (default: the
+    spec's calendar)."""
+    spec = parse_instrument(symbol)
+    cal = spec.calendar if calendar is None else calendar.strip()
+    get_calendar(cal)  # an unknown calendar is the caller's error
+    return Instrument(
+        symbol,
+        calendar=cal,
+        sec_type=spec.sec_type,
+        exchange=spec.exchange,
+        currency=spec.currency,
+        expiry=spec.expiry,
+        long_name=f"synthetic {symbol}",
+    )
 
 
 def _bar_grid(
