@@ -116,3 +116,90 @@ def test_ctrl_c_stops_the_load_cleanly_saves_what_was_fetched_and_exits_130(
     assert bars.index[-1] < pd.Timestamp("2023-12-01", tz="UTC"), "it did not stop early"
     assert not [p for p in store.rglob("*") if p.name.endswith(".tmp")]
     assert "rows added" in out
+
+
+def _hourly_csv(path: Path) -> Path:
+    """February 2024 of 1h bars as a vendor writes them (exchange time), one bar missing."""
+    from candleflow.loading.calendars import expected_bars
+
+    grid = expected_bars(
+        "XNYS", "1h", pd.Timestamp("2024-02-01", tz="UTC"), pd.Timestamp("2024-03-01", tz="UTC")
+    )
+    starts = grid.starts.tz_convert("America/New_York").tz_localize(None).delete(40)
+    rows = [f"{t:%Y-%m-%d %H:%M:%S},10,11,9,10.5,100" for t in starts]
+    path.write_text("Datetime,Open,High,Low,Close,Volume\n" + "\n".join(rows) + "\n")
+    return path
+
+
+@pytest.mark.slow
+def test_importing_a_complete_file_without_dates(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    from candleflow.store.inspect import describe_series
+    from tests.e2e.conftest import candleflow
+
+    csv, store = _hourly_csv(tmp_path / "ibm_1h.csv"), tmp_path / "store"
+    result = candleflow(cli_env, "load", "IBM", "--source", "files", "--path", str(csv),
+                        "--timeframe", "1h", "--store", str(store), "-q")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "failed" not in result.stderr and "Traceback" not in result.stderr
+    assert "2024-02-01 09:30 → 2024-02-29 16:00 America/New_York" in result.stdout
+    row = next(line for line in result.stdout.splitlines() if "139" in line)
+    cells = [c.strip() for c in row.strip("│ ").split("│")]
+    # rows added, rows, segments (one pass), API calls, missing (as show counts them)
+    shown = describe_series(BarStore(store), "files", "IBM", "1h")
+    assert cells[:5] == ["139", "139", "1", "3", str(shown.missing_bars)]
+    assert shown.missing_bars == 1
+    meta = BarStore(store).read_meta("files", "IBM", "1h")
+    assert (meta["time_zone"], meta["time_zone_from"], meta["align"]) == (
+        "America/New_York", "exchange", "clock",
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("dates", "words"),
+    [
+        (["--start", "1800-01-01", "--end", "1800-12-31"], "ends before the first bar"),
+        (["--start", "2999-01-01"], "starts in the future"),
+    ],
+    ids=["1800", "2999"],
+)
+def test_a_range_outside_the_file_is_one_line_and_writes_nothing(
+    tmp_path: Path, cli_env: dict[str, str], dates: list[str], words: str
+) -> None:
+    from tests.e2e.conftest import candleflow
+
+    csv, store = _hourly_csv(tmp_path / "ibm_1h.csv"), tmp_path / "store"
+    result = candleflow(cli_env, "load", "IBM", "--source", "files", "--path", str(csv),
+                        "--timeframe", "1h", "--store", str(store), "-q", *dates)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    line = one_line(result.stdout)
+    assert words in line
+    assert "holds 2024-02-01 09:30 → 2024-02-29 15:00 (America/New_York)" in line
+    assert result.stderr.strip() == ""
+    assert not list(store.rglob("*.parquet")) and not list(store.rglob("*.json"))
+
+
+@pytest.mark.slow
+def test_impossible_prices_are_dropped_or_refused_with_strict(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    from tests.e2e.conftest import candleflow
+
+    csv = tmp_path / "spx.csv"
+    csv.write_text(
+        "Date,Open,High,Low,Close,Volume\n2015-01-02,10,11,9,10.5,100\n"
+        "2015-01-05,-1,11,-2,10.5,100\n2015-01-06,10,11,9,10.5,-3\n2015-01-07,10,11,9,10.5,100\n"
+    )
+    args = ["load", "SPX", "--source", "files", "--path", str(csv), "--timeframe", "1d", "-q"]
+    strict = candleflow(cli_env, *args, "--store", str(tmp_path / "strict"), "--strict")
+    assert strict.returncode == 2, strict.stderr
+    assert "2 of 4 rows break the price rules" in one_line(strict.stderr)
+    assert not list((tmp_path / "strict").rglob("*.parquet"))
+    lenient = candleflow(cli_env, *args, "--store", str(tmp_path / "lenient"))
+    assert lenient.returncode == 0, lenient.stderr
+    warning = one_line(lenient.stderr)
+    assert warning.endswith(
+        "dropped 2 of 4 rows breaking the price rules (1 non-positive price, 1 negative "
+        "volume; first at 2015-01-05 00:00 UTC)"
+    )
+    assert len(BarStore(tmp_path / "lenient").read("files", "SPX", "1d")) == 2
