@@ -1,7 +1,12 @@
 """A universe of symbols to backfill: parsed from a list, a YAML file or a CSV file.
 
-Every entry is a :class:`UniverseEntry` — a symbol, the exchange calendar its bars follow and,
-optionally, the source to load it from (otherwise the backfill's default source). Accepted forms:
+Every entry is a :class:`UniverseEntry` — an instrument spec (a stock ``AAPL``, a forex pair
+``EUR.USD``, a future ``ES:fut`` / ``ESZ6``, an index ``SPX:ind``; see
+:mod:`candleflow.instruments`) in its canonical form, the exchange calendar its bars follow and,
+optionally, the source to load it from (otherwise the backfill's default source). An entry that
+names no calendar takes its class's: ``FX`` (24/5) for a pair, ``GLOBEX`` for a future, the
+exchange's for a stock or an index; a file-level default ``exchange`` applies to its stocks
+only, so one universe may mix stocks, pairs and futures. Accepted forms:
 
 - a list of symbols or mappings: ``["AAPL", {"symbol": "SAP", "exchange": "XETR"}]``, or a
   comma-separated string of symbols (``"AAPL,MSFT"``);
@@ -25,6 +30,7 @@ from pathlib import Path
 import yaml
 
 from candleflow.errors import InvalidRequest
+from candleflow.instruments import AssetClass, parse_instrument
 from candleflow.loading.calendars import DEFAULT_CALENDAR, get_calendar
 from candleflow.models import parse_symbol
 from candleflow.store.bar_store import validate_source_name
@@ -48,14 +54,19 @@ class UniverseEntry:
         return {"symbol": self.symbol, "exchange": self.exchange, "source": self.source}
 
 
-def _entry(symbol: object, exchange: object, source: object, where: str) -> UniverseEntry:
+def _entry(
+    symbol: object, exchange: object, source: object, where: str, default_exchange: object = None
+) -> UniverseEntry:
     if not isinstance(symbol, str) or not symbol.strip():
         raise InvalidRequest(f"{where}: missing symbol; write e.g. 'AAPL' or {{symbol: AAPL}}")
     try:
         sym = parse_symbol(symbol)
     except InvalidRequest as exc:
         raise InvalidRequest(f"{where}: {exc}") from None
-    cal = DEFAULT_CALENDAR if exchange in (None, "") else str(exchange).strip()
+    spec = parse_instrument(sym)
+    if exchange in (None, "") and spec.asset_class is AssetClass.STOCK:
+        exchange = default_exchange
+    cal = spec.calendar if exchange in (None, "") else str(exchange).strip()
     try:
         get_calendar(cal)
     except InvalidRequest as exc:
@@ -72,16 +83,16 @@ def _entry(symbol: object, exchange: object, source: object, where: str) -> Univ
 
 def _from_item(item: object, where: str, defaults: Mapping[str, object]) -> UniverseEntry:
     if isinstance(item, str):
-        return _entry(item, defaults.get("exchange"), defaults.get("source"), where)
+        return _entry(item, None, defaults.get("source"), where, defaults.get("exchange"))
     if isinstance(item, Mapping):
         unknown = sorted(str(k) for k in item if k not in _KEYS)
         if unknown:
             raise InvalidRequest(
                 f"{where}: unknown key(s) {', '.join(unknown)}; use symbol, exchange, source"
             )
-        exchange = item.get("exchange", item.get("calendar", defaults.get("exchange")))
+        exchange = item.get("exchange", item.get("calendar"))
         return _entry(item.get("symbol"), exchange, item.get("source", defaults.get("source")),
-                      where)  # fmt: skip
+                      where, defaults.get("exchange"))  # fmt: skip
     raise InvalidRequest(
         f"{where}: expected a symbol or a mapping with 'symbol', got {type(item).__name__} {item!r}"
     )

@@ -73,3 +73,34 @@ def test_a_missing_file_and_a_wrong_type_are_clear() -> None:
 def test_the_shipped_default_universe_parses() -> None:
     entries = parse_universe(ROOT / "deployments" / "universe.yaml")
     assert len(entries) >= 3 and all(e.exchange for e in entries)
+
+
+def test_a_mixed_universe_gives_each_instrument_its_class_calendar(tmp_path: Path) -> None:
+    assert parse_universe("AAPL, eurusd:fx, ES:fut:202612, SPX:ind, ES:fut") == [
+        UniverseEntry("AAPL", "XNYS"),
+        UniverseEntry("EUR.USD", "FX"),
+        UniverseEntry("ES:FUT:202612", "GLOBEX"),
+        UniverseEntry("SPX:IND", "XNYS"),
+        UniverseEntry("ES:FUT", "GLOBEX"),
+    ]
+    path = tmp_path / "u.yaml"
+    # The file's default exchange is for its stocks; a pair keeps 24/5 unless it names a calendar.
+    path.write_text("exchange: XLON\nsymbols:\n  - VOD\n  - GBP.USD\n"
+                    "  - {symbol: EUR.GBP, exchange: XLON}\n")  # fmt: skip
+    assert parse_universe(str(path)) == [
+        UniverseEntry("VOD", "XLON"),
+        UniverseEntry("GBP.USD", "FX"),
+        UniverseEntry("EUR.GBP", "XLON"),
+    ]
+    csv = tmp_path / "u.csv"
+    csv.write_text("symbol,exchange\nEUR.USD,\nCL:fut,\nMSFT,XNAS\n")
+    assert [(e.symbol, e.exchange) for e in parse_universe(str(csv))] == [
+        ("EUR.USD", "FX"), ("CL:FUT", "GLOBEX"), ("MSFT", "XNAS"),
+    ]  # fmt: skip
+
+
+def test_one_instrument_written_two_ways_is_listed_twice() -> None:
+    with pytest.raises(InvalidRequest, match=r"EUR\.USD is listed twice"):
+        parse_universe(["EUR.USD", "eurusd:fx"])
+    with pytest.raises(InvalidRequest, match="unknown asset class"):
+        parse_universe(["AAPL:bond"])
