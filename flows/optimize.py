@@ -157,30 +157,41 @@ def _dask_submitter(
         if server is not None and server.running:
             updates[PREFECT_API_URL] = server.api_url
     topic = f"candleflow-progress-{uuid.uuid4().hex}"
-    with runner, temporary_settings(updates=updates):
+    with contextlib.ExitStack() as stack:
+        stack.callback(pulse.end_phase)
+        stack.enter_context(runner)
+        stack.enter_context(temporary_settings(updates=updates))
+        # Shown while the cluster shuts down (seconds): the callback runs before runner exits.
+        stack.callback(pulse.start_phase, "stopping the Dask cluster")
         with pulse.phase("connecting to Dask" if address else "starting a Dask cluster"):
             client = runner.client  # the cluster starts here (seconds)
         client.subscribe_topic(topic, lambda event: remote.receive(event[1]))  # type: ignore[no-untyped-call]
+        stack.callback(_unsubscribe, client, topic)
         cancel = Event(f"{topic}-cancel", client=client)  # type: ignore[no-untyped-call]
         told = threading.Event()
+        waiting = "waiting for the Dask workers"
 
-        def tell_workers() -> None:
+        def follow_workers() -> None:
             if pulse.token.cancelled and not told.is_set():
                 told.set()
                 cancel.set()  # type: ignore[no-untyped-call]
+            if remote.received and pulse.current_phase == waiting:
+                pulse.end_phase()  # the workers' own reports show from here on
 
-        pulse.hooks.append(tell_workers)
+        pulse.hooks.append(follow_workers)
+        stack.callback(pulse.hooks.remove, follow_workers)
+        pulse.start_phase(waiting)
 
         def submit(batch: str, **parameters: Any) -> PrefectFuture[BatchOutcome]:
             parameters.update(progress_topic=topic, batch=batch)
             return runner.submit(evaluate_batch, parameters=parameters)
 
-        try:
-            yield submit
-        finally:
-            pulse.hooks.remove(tell_workers)
-            with contextlib.suppress(Exception):
-                client.unsubscribe_topic(topic)  # type: ignore[no-untyped-call]
+        yield submit
+
+
+def _unsubscribe(client: Any, topic: str) -> None:
+    with contextlib.suppress(Exception):
+        client.unsubscribe_topic(topic)
 
 
 @flow(

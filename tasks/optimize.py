@@ -107,14 +107,15 @@ def _dask_meter(topic: str | None, batch: str) -> Iterator[BatchMeter | None]:
     if topic is None:
         yield None
         return
-    from distributed import Event, get_worker
+    from distributed import Event, get_client, get_worker
 
     try:
         worker = get_worker()
     except ValueError:  # not on a worker (a direct call): nothing to report to
         yield None
         return
-    cancel = Event(f"{topic}-cancel")  # type: ignore[no-untyped-call]
+    # The meter's thread polls the event: it needs the worker's client found here, in the task.
+    cancel = Event(f"{topic}-cancel", client=get_client())  # type: ignore[no-untyped-call]
 
     def publish(message: dict[str, Any]) -> None:
         worker.log_event(topic, message)

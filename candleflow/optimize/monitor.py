@@ -93,15 +93,27 @@ class Pulse:
     @contextlib.contextmanager
     def phase(self, text: str) -> Iterator[None]:
         """Show ``text`` (with the time spent in it) while the block runs; "" afterwards."""
-        with self._lock:
-            self._text, self._since = text, self._clock()
-        self.span.update(detail=self._detail())
+        self.start_phase(text)
         try:
             yield
         finally:
-            with self._lock:
-                self._text = ""
-            self.span.update(detail="")
+            self.end_phase()
+
+    def start_phase(self, text: str) -> None:
+        """Show ``text`` (with the time spent in it) until :meth:`end_phase` or the next phase."""
+        with self._lock:
+            self._text, self._since = text, self._clock()
+        self.span.update(detail=self._detail())
+
+    def end_phase(self) -> None:
+        with self._lock:
+            self._text = ""
+        self.span.update(detail="")
+
+    @property
+    def current_phase(self) -> str:
+        with self._lock:
+            return self._text
 
     def note(self, text: str) -> None:
         """Change the current phase's text (e.g. its count), keeping its clock."""

@@ -48,6 +48,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -403,7 +404,12 @@ def _bayes(
     remaining = iterations
     worst: float | None = None  # the largest (worst) finite value told so far
     # The GP's matrices are tiny: threaded BLAS only adds contention (10× slower on 2 cores).
-    with threadpool_limits(limits=1, user_api="blas"):
+    # skopt warns when it replaces a point it proposed twice by a random one — its normal
+    # working, and a warning printed through the live progress line.
+    with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="The objective has been evaluated at point", category=UserWarning
+        )
         # The token is checked before every ask (this condition), between the points of a batch
         # and before every tell: each costs a model refit, seconds per batch on a large history.
         while remaining > 0 and not search.stopping():
