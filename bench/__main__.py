@@ -39,6 +39,12 @@ def _flow() -> None:
     bench_flow.main()
 
 
+def _import() -> None:
+    from bench import bench_import
+
+    bench_import.main([])
+
+
 def _server() -> None:
     from bench import bench_server
 
@@ -52,6 +58,7 @@ BENCHES: dict[str, Callable[[], None]] = {
     "fetch": _fetch,
     "flow": _flow,
     "server": _server,
+    "import": _import,
 }
 
 
