@@ -49,7 +49,10 @@ def write_minute_csv(path: Path, rows: int) -> None:
         "low": (np.minimum(open_, close) - 0.01).round(4), "close": close.round(4),
         "volume": rng.integers(100, 10_000, len(starts)),
     })  # fmt: skip
-    pacsv.write_csv(table, path, pacsv.WriteOptions(quoting_style="none"))
+    with path.open("wb") as handle:  # a vendor's header is not quoted
+        handle.write((",".join(table.column_names) + "\n").encode())
+        options = pacsv.WriteOptions(include_header=False, quoting_style="none")
+        pacsv.write_csv(table, handle, options)
 
 
 def bare(path: Path, out: Path) -> float:
