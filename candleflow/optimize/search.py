@@ -311,14 +311,10 @@ class _Search:
         return done
 
 
-def _grid(
-    search: _Search,
-    dims: Mapping[str, Dimension],
-    feasible: _Feasibility,
-    limit: int | None,
-    batch: int,
-    fused: Callable[[list[Params]], tuple[EvaluateBatch, int]] | None = None,
-) -> int:
+def _grid_cells(
+    dims: Mapping[str, Dimension], feasible: _Feasibility, limit: int | None
+) -> tuple[list[Params], int]:
+    """The feasible cells in grid order (at most ``limit``) and the count of infeasible ones."""
     infeasible = 0
     points: list[Params] = []
     for point in grid_points(dims):
@@ -327,8 +323,15 @@ def _grid(
             infeasible += 1
         elif limit is None or len(points) < limit:
             points.append(params)
-    if search.span is not None:
-        search.span.set_total(len(points))
+    return points, infeasible
+
+
+def _grid(
+    search: _Search,
+    points: list[Params],
+    batch: int,
+    fused: Callable[[list[Params]], tuple[EvaluateBatch, int]] | None = None,
+) -> None:
     if fused is not None and points:
         # The whole grid in compiled chunks of cells, counted per chunk like an external batch.
         search.evaluate, batch = fused(points)
@@ -337,7 +340,6 @@ def _grid(
         search.run(points[i : i + batch])
         if search.cancelled:
             break
-    return infeasible
 
 
 def _random(
@@ -383,11 +385,11 @@ def _bayes(
     acq_func: str,
     acq_points: int,
 ) -> int:
-    from skopt import Optimizer  # type: ignore[import-untyped]
-    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+    with search.phase("preparing the model"):  # importing scikit-optimize takes a second
+        from skopt import Optimizer  # type: ignore[import-untyped]
+        from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
-    sk_dims, decode = skopt_space(dims)
-
+        sk_dims, decode = skopt_space(dims)
     initial = n_initial_points if n_initial_points is not None else max(1, min(10, iterations // 2))
     optimizer = Optimizer(
         sk_dims,
@@ -538,15 +540,22 @@ def optimize(
                 f"split={split} leaves fewer than 2 bars on one side of {len(bars)}"
             )
 
+    feasible = _Feasibility(spec, fixed or {}, constraint)
+    cells: list[Params] = []
+    infeasible = 0
+    total = iterations
+    if method == "grid":  # known before the stage opens, so its first event shows "…/N"
+        cells, infeasible = _grid_cells(dims, feasible, iterations)
+        total = len(cells)
     token: CancelToken | None
     if isinstance(progress, ProgressTracker):
         token = cancel_token if cancel_token is not None else progress.cancel_token
-        stage: Span | None = progress.stage("optimize", total=iterations, unit="Iteration")
+        stage: Span | None = progress.stage("optimize", total=total, unit="Iteration")
     else:
         token = cancel_token
         if progress is not None:
             token = token if token is not None else progress.tracker.cancel_token
-        stage = progress.child("optimize", total=iterations, unit="Iteration") if progress else None
+        stage = progress.child("optimize", total=total, unit="Iteration") if progress else None
     prepared = PreparedBars.from_frame(bars)
     evaluator = evaluate_batch or BatchEvaluator(
         prepared,
@@ -558,7 +567,6 @@ def optimize(
         cancel_token=token,
     )
     search = _Search(evaluator, objective, stage, evaluate_batch is not None, token, pulse)
-    feasible = _Feasibility(spec, fixed or {}, constraint)
 
     fused: Callable[[list[Params]], tuple[EvaluateBatch, int]] | None = None
     if method == "grid" and evaluate_batch is None and is_sma_cross(spec):
@@ -577,7 +585,7 @@ def optimize(
             if pulse is None:
                 search.pulse = running.enter_context(Pulse(stage, token=token))
         if method == "grid":
-            infeasible = _grid(search, dims, feasible, iterations, batch_size, fused)
+            _grid(search, cells, batch_size, fused)
         elif method == "random":
             assert iterations is not None  # checked above; for the type checker
             infeasible = _random(search, dims, feasible, iterations, batch_size, seed)
