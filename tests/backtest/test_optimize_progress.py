@@ -10,6 +10,7 @@ checked with hand-written messages.
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 from collections.abc import Sequence
@@ -49,7 +50,7 @@ def check_events(events: Sequence[ProgressEvent], iterations: int, *, complete: 
     assert percentages == sorted(percentages), "the percentage went back"
     assert all(round(p, 2) == p for p in percentages)
     # At least one event a second while the work runs (the tracker's own clock).
-    gaps = [b.elapsed - a.elapsed for a, b in zip(events, events[1:], strict=False)]
+    gaps = [b.elapsed - a.elapsed for a, b in itertools.pairwise(events)]
     assert max(gaps) <= budget(1.0), f"a silent stretch of {max(gaps):.2f}s"
 
     optimizing = [e for e in events if e.stage == "optimize" and not e.done]
@@ -117,7 +118,7 @@ def test_a_slow_ask_is_shown_as_choosing_next_points_and_keeps_events_coming(
     assert len(choosing) >= 4, [e.detail for e in events]
     assert {e.detail.split(" (")[0] for e in choosing} >= {"choosing next points 1/2"}
     assert any("(0:0" in e.detail for e in choosing), "the time spent is shown"
-    gaps = [b.elapsed - a.elapsed for a, b in zip(events, events[1:], strict=False)]
+    gaps = [b.elapsed - a.elapsed for a, b in itertools.pairwise(events)]
     assert max(gaps) <= budget(1.0)
     assert events[-1].percentage == 100.0
 
@@ -129,10 +130,10 @@ def test_a_cancel_freezes_the_figure_where_it_struck(bars: pd.DataFrame) -> None
 
     def cancel_mid_evaluation(event: ProgressEvent) -> None:
         match = POSITION.match(optimize_position(event)) if event.stage == "optimize" else None
-        if match and match.group(3) and int(match.group(1)) >= 2 and _number(match.group(3)) > 0:
-            if not struck:
-                struck.append(event.percentage)
-                tracker.cancel_token.cancel("test")
+        mid = match and match.group(3) and int(match.group(1)) >= 2 and _number(match.group(3))
+        if mid and not struck:
+            struck.append(event.percentage)
+            tracker.cancel_token.cancel("test")
 
     tracker.add_sink(cancel_mid_evaluation)
     with slow_kernel(DELAY):
