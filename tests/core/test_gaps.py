@@ -88,3 +88,23 @@ def test_gaps_account_for_exactly_the_removed_bars(removed: list[int]) -> None:
         assert a.end < b.start
         between = GRID.starts[(GRID.starts >= a.end) & (GRID.starts < b.start)]
         assert len(between) > 0 and between.isin(present).all()
+
+
+def test_fx_and_globex_gaps_never_include_the_weekend_or_the_maintenance_break() -> None:
+    analyze = analyze_gaps
+    lo, hi = pd.Timestamp("2026-11-13", tz="UTC"), pd.Timestamp("2026-11-24", tz="UTC")
+    # FX: everything stored but Friday 16:00 NY and Sunday 17:00 NY, the bars either side of the
+    # weekend: one gap of two bars (consecutive in the grid), the weekend itself no gap.
+    fx = expected_bars("FX", "1h", lo, hi).starts
+    ny = "America/New_York"
+    drop = pd.DatetimeIndex(
+        [pd.Timestamp("2026-11-20 16:00", tz=ny), pd.Timestamp("2026-11-22 17:00", tz=ny)]
+    ).tz_convert("UTC")
+    report = analyze(fx.difference(drop), "FX", "1h", lo, hi)
+    assert [(g.start, g.bars) for g in report.gaps] == [(drop[0], 2)]
+    # GLOBEX: 15:00 CT stored, 17:00 CT stored, the break 16:00-17:00 is not expected.
+    es = expected_bars("GLOBEX", "1h", lo, hi).starts
+    report = analyze(es, "GLOBEX", "1h", lo, hi)
+    assert report.gaps == () and report.unexpected == 0
+    break_bar = pd.DatetimeIndex([pd.Timestamp("2026-11-17 16:00", tz="America/Chicago")])
+    assert analyze(es.union(break_bar.tz_convert("UTC")), "GLOBEX", "1h", lo, hi).unexpected == 1

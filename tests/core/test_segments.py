@@ -118,3 +118,25 @@ def test_gaps_for_mode(mode: str, expected: list[str]) -> None:
     # a series no load has finished yet: every mode but local fills every gap
     unanchored = gaps_for_mode(list(gaps.values()), mode, None, None)
     assert unanchored == ([] if mode == "local" else list(gaps.values()))
+
+
+@pytest.mark.parametrize(
+    ("calendar", "timeframe", "start", "end", "bars"),
+    [
+        # FX, 24/5: a week of minute bars is 5 x 1,440; IB allows 1 D per 1-min request.
+        ("FX", "1m", "2026-11-15 22:00", "2026-11-20 22:00", 5 * 1440),
+        # GLOBEX: 23 h a day; hourly bars, 1 M per request, over two months.
+        ("GLOBEX", "1h", "2026-09-01", "2026-11-01", None),
+    ],
+)
+def test_segments_cover_fx_and_futures_grids_within_ibs_spans(
+    calendar: str, timeframe: str, start: str, end: str, bars: int | None
+) -> None:
+    tf = parse_timeframe(timeframe)
+    grid = expected_bars(calendar, tf, pd.Timestamp(start, tz="UTC"), pd.Timestamp(end, tz="UTC"))
+    if bars is not None:
+        assert len(grid) == bars
+    segments = plan_segments(grid, tf)
+    assert sum(s.bars for s in segments) == len(grid)
+    assert all(s.span <= tf.max_span for s in segments)
+    assert segments[0].start == grid.starts[0] and segments[-1].end == grid.ends[-1]

@@ -307,3 +307,28 @@ def test_two_years_of_minutes_generate_quickly() -> None:
     elapsed = time.perf_counter() - began
     assert len(bars) > 190_000
     assert elapsed < budget(1.5)
+
+
+def test_forex_futures_and_indices_follow_their_calendars_and_quoting() -> None:
+    source = SyntheticSource(seed=2, now=lambda: pd.Timestamp("2026-12-01", tz="UTC"))
+    fx = source.validate("eurusd:fx")
+    assert (fx.symbol, fx.calendar, fx.sec_type, fx.exchange, fx.currency) == (
+        "EUR.USD", "FX", "CASH", "IDEALPRO", "USD"
+    )  # fmt: skip
+    week = source.bars("EUR.USD", "1h", "2026-11-14", "2026-11-21 12:00")  # New York bounds
+    assert len(week) == 120 and week["volume"].isna().all()  # MIDPOINT-like: no volume
+    assert ((week["close"] > 0.09) & (week["close"] < 5.1)).all()
+    assert (week["close"].round(5) == week["close"]).all()
+    es = source.validate("ESZ6")
+    assert (es.symbol, es.calendar, es.sec_type, es.expiry) == (
+        "ES:FUT:202612", "GLOBEX", "FUT", "202612"
+    )  # fmt: skip
+    es_week = source.bars(es, "1h", "2026-11-14", "2026-11-21")
+    assert len(es_week) == 115  # 5 sessions x 23 h
+    assert source.validate("SPX:ind").calendar == "XNYS"
+    assert source.validate("EUR.USD", calendar="24/5").calendar == "24/5"  # an explicit calendar
+    # Head timestamps on each calendar: a Saturday head gives the Sunday evening open.
+    heads = SyntheticSource(head="2026-11-14 12:00")
+    assert heads.head_timestamp(fx, "1h") == pd.Timestamp("2026-11-15 22:00", tz="UTC")
+    assert heads.head_timestamp(es, "1h") == pd.Timestamp("2026-11-15 23:00", tz="UTC")
+    assert heads.head_timestamp(fx, "1d") == pd.Timestamp("2026-11-16", tz="UTC")
