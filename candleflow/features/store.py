@@ -1,8 +1,8 @@
 """The feature store: feature columns as Parquet beside the bars, updated incrementally.
 
 Layout mirrors the bar store (DESIGN §5, :mod:`candleflow.store.partitions`):
-``{root}/features/{source}/{SYMBOL}/{timeframe}/year=YYYY.parquet`` (``year=YYYY/month=MM.parquet``
-for ≤5-minute bars), one row per stored bar, written atomically
+``{root}/features/source={source}/symbol={SYMBOL}/timeframe={tf}/year=YYYY/year=YYYY.parquet``
+(``year=YYYY/month=MM.parquet`` for ≤5-minute bars), one row per stored bar, written atomically
 (:func:`candleflow.store.atomic.atomic_write`) under the bar series' lock (:meth:`BarStore.lock`),
 so bars cannot change while their features are computed. A file holds ``timestamp``, the spec's
 value columns (float64, warm-up rows NaN), the ``_state_*`` recursion columns of RSI and MACD
@@ -19,6 +19,11 @@ different spec or format version, or files with other columns, mean a full recom
 partitions it touches are rewritten newest first, so a writer killed midway leaves the oldest
 affected partition unchanged and the next update finds the same first difference again; the
 series' ``_meta.json`` (feature_count, feature_spec, features_updated_at) is updated last.
+
+On an object-store root the feature files follow the bar store's commit protocol
+(:mod:`candleflow.store.manifest`): the partitions an update touches are uploaded as new files and
+take effect together with one conditional manifest put; an update that loses the race to another
+one starts over on what that one stored.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import numpy as np
 import pandas as pd
@@ -42,13 +47,17 @@ from candleflow.features.catalogue import FeatureSpec, compute_feature_rows, par
 from candleflow.models import BAR_COLUMNS, INDEX_NAME, parse_timestamp
 from candleflow.progress import Span
 from candleflow.store.atomic import atomic_write, make_dirs, write_refusals
-from candleflow.store.bar_store import BarStore
+from candleflow.store.bar_store import BarStore, StorePath
+from candleflow.store.manifest import ObjectSeries, PartitionEntry, retry_commits
+from candleflow.store.object_store import ObjectBarStore
+from candleflow.store.objects import ObjectPath
 from candleflow.store.partitions import (
     PartitionKey,
     clean_temp_files,
     find_partitions,
     partition_groups,
     partition_relpath,
+    series_relpath,
 )
 from candleflow.timeframes import Timeframe, parse_timeframe
 
@@ -135,20 +144,32 @@ class FeatureStore:
         self.bar_store: BarStore = (
             store if isinstance(store, BarStore) else BarStore(store, lock_timeout=lock_timeout)
         )
-        self.root: Path = self.bar_store.root
+        self.root: StorePath = self.bar_store.root
 
     def __repr__(self) -> str:
         return f"FeatureStore({str(self.root)!r})"
 
-    def series_dir(self, source: str, symbol: str, timeframe: str | Timeframe) -> Path:
-        """``{root}/features/{source}/{symbol}/{timeframe}``; names validated as for bars."""
-        bars_dir = self.bar_store.series_dir(source, symbol, timeframe)
-        return self.root / FEATURES_DIR / bars_dir.relative_to(self.root / "bars")
+    def series_dir(self, source: str, symbol: str, timeframe: str | Timeframe) -> StorePath:
+        """``{root}/features/source={source}/symbol={symbol}/timeframe={tf}``; names validated
+        as for bars."""
+        self.bar_store.series_dir(source, symbol, timeframe)  # validates the names
+        relpath = series_relpath(source, symbol, parse_timeframe(timeframe).name)
+        if isinstance(self.root, ObjectPath):
+            return self.root / FEATURES_DIR / str(relpath)
+        return self.root / FEATURES_DIR / relpath
 
-    def partitions(self, source: str, symbol: str, timeframe: str | Timeframe) -> list[Path]:
-        """The series' feature partition files in time order."""
+    def files(self, source: str, symbol: str, timeframe: str | Timeframe) -> _Files:
+        """The series' feature files as stored now (a snapshot of the manifest on object roots)."""
         tf = parse_timeframe(timeframe)
-        return list(find_partitions(self.series_dir(source, symbol, tf), tf).values())
+        if isinstance(self.bar_store, ObjectBarStore):
+            return _ObjectFiles(self.bar_store.object_series(source, symbol, tf, FEATURES_DIR))
+        series_dir = self.series_dir(source, symbol, tf)
+        assert isinstance(series_dir, Path)
+        return _LocalFiles(series_dir, tf)
+
+    def partitions(self, source: str, symbol: str, timeframe: str | Timeframe) -> list[StorePath]:
+        """The series' feature partition files in time order."""
+        return list(self.files(source, symbol, timeframe).find().values())
 
     def read(
         self,
@@ -168,10 +189,8 @@ class FeatureStore:
         tf = parse_timeframe(timeframe)
         lo = None if start is None else parse_timestamp(start, what="start", naive_tz=None)
         hi = None if end is None else parse_timestamp(end, what="end", naive_tz=None)
-        frames = [
-            _read_partition(path)
-            for path in find_partitions(self.series_dir(source, symbol, tf), tf).values()
-        ]
+        files = self.files(source, symbol, tf)
+        frames = [_read_partition(files, path) for path in files.find().values()]
         if not frames:
             return pd.DataFrame(index=pd.DatetimeIndex([], tz="UTC", name=INDEX_NAME))
         out = pd.concat(frames) if len(frames) > 1 else frames[0]
@@ -184,16 +203,110 @@ class FeatureStore:
         return out
 
 
-def _read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
-    try:
-        with pq.ParquetFile(path) as pf:
-            return pf.read(columns=columns)
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        raise StoreCorrupted(str(path), f"not readable as Parquet: {exc}") from exc
+class _Files(Protocol):
+    """A series' feature files: local ones, or those an object-store manifest names."""
+
+    def find(self) -> dict[PartitionKey, StorePath]: ...
+
+    def read_table(self, path: StorePath, columns: list[str] | None) -> pa.Table: ...
+
+    def read_schema(self, path: StorePath) -> pa.Schema: ...
+
+    def replace(
+        self, parts: list[tuple[PartitionKey, pd.DataFrame | None]], spec_json: str
+    ) -> list[str]: ...
 
 
-def _read_partition(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
-    table = _read_table(path, None if columns is None else [INDEX_NAME, *columns])
+class _LocalFiles:
+    """Files in a local series directory, each replaced atomically on its own (newest first)."""
+
+    def __init__(self, series_dir: Path, tf: Timeframe) -> None:
+        self.series_dir = series_dir
+        self.tf = tf
+
+    def find(self) -> dict[PartitionKey, StorePath]:
+        return dict(find_partitions(self.series_dir, self.tf))
+
+    def read_table(self, path: StorePath, columns: list[str] | None) -> pa.Table:
+        try:
+            with pq.ParquetFile(path) as pf:
+                return pf.read(columns=columns)
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise StoreCorrupted(str(path), f"not readable as Parquet: {exc}") from exc
+
+    def read_schema(self, path: StorePath) -> pa.Schema:
+        try:
+            return pq.read_schema(path)
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise StoreCorrupted(str(path), f"not readable as Parquet: {exc}") from exc
+
+    def replace(
+        self, parts: list[tuple[PartitionKey, pd.DataFrame | None]], spec_json: str
+    ) -> list[str]:
+        written: list[str] = []
+        for key, part in parts:
+            path = self.series_dir / partition_relpath(key)
+            if part is None:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            else:
+                make_dirs(path.parent)
+                atomic_write(path, functools.partial(pq.write_table, _to_table(part, spec_json)))
+            written.append(str(path))
+        return written
+
+
+class _ObjectFiles:
+    """The files of one manifest version; :meth:`replace` commits conditionally on it."""
+
+    def __init__(self, series: ObjectSeries) -> None:
+        self.series = series
+        self.manifest = series.load()
+
+    def find(self) -> dict[PartitionKey, StorePath]:
+        return {k: self.series.path(e.file) for k, e in self.manifest.partitions.items()}
+
+    def _file(self, path: StorePath) -> str:
+        assert isinstance(path, ObjectPath)
+        return path.relative_to(self.series.prefix).as_posix()
+
+    def read_table(self, path: StorePath, columns: list[str] | None) -> pa.Table:
+        try:
+            (table,) = self.series.read_tables([self._file(path)], columns)
+        except FileNotFoundError as exc:
+            raise StoreCorrupted(str(path), "named by the manifest but gone") from exc
+        return table
+
+    def read_schema(self, path: StorePath) -> pa.Schema:
+        return self.series.read_schema(self._file(path))
+
+    def replace(
+        self, parts: list[tuple[PartitionKey, pd.DataFrame | None]], spec_json: str
+    ) -> list[str]:
+        tables = {k: _to_table(p, spec_json) for k, p in parts if p is not None}
+        removed = {k for k, p in parts if p is None}
+        files = self.series.upload(tables, self.manifest.version + 1)
+        entries = {k: PartitionEntry(files[k], tables[k].num_rows) for k in sorted(files)}
+        try:
+            self.manifest = self.series.commit(self.manifest, entries, removed)
+        except BaseException:
+            self.series.discard(list(files.values()))
+            raise
+        paths = {k: str(self.series.path(f)) for k, f in files.items()}
+        return [
+            paths.get(k, str(self.series.prefix / partition_relpath(k).as_posix()))
+            for k, _ in parts
+        ]
+
+
+def _read_table(files: _Files, path: StorePath, columns: list[str] | None = None) -> pa.Table:
+    return files.read_table(path, columns)
+
+
+def _read_partition(
+    files: _Files, path: StorePath, columns: list[str] | None = None
+) -> pd.DataFrame:
+    table = _read_table(files, path, None if columns is None else [INDEX_NAME, *columns])
     if INDEX_NAME not in table.column_names:
         raise StoreCorrupted(str(path), f"missing column {INDEX_NAME}")
     ts_type = table.schema.field(INDEX_NAME).type
@@ -207,12 +320,9 @@ def _read_partition(path: Path, columns: list[str] | None = None) -> pd.DataFram
     return pd.DataFrame(data, index=index)
 
 
-def _file_spec(path: Path) -> tuple[str, int, tuple[str, ...]]:
+def _file_spec(files: _Files, path: StorePath) -> tuple[str, int, tuple[str, ...]]:
     """(spec JSON, format version, column names) from a partition's footer alone."""
-    try:
-        schema = pq.read_schema(path)
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        raise StoreCorrupted(str(path), f"not readable as Parquet: {exc}") from exc
+    schema = files.read_schema(path)
     meta = schema.metadata or {}
     try:
         version = int(meta.get(_META_VERSION, b"0"))
@@ -236,19 +346,19 @@ def _to_table(frame: pd.DataFrame, spec_json: str) -> pa.Table:
 class _Stored:
     """What is stored for a series: partition files, row timestamps, fingerprints, offsets."""
 
-    paths: dict[PartitionKey, Path]
+    paths: dict[PartitionKey, StorePath]
     ts: np.ndarray[Any, np.dtype[np.int64]]
     hashes: np.ndarray[Any, np.dtype[np.uint64]]
     offsets: dict[PartitionKey, int]  # global row position of each partition's first row
 
 
-def _load_stored(paths: dict[PartitionKey, Path]) -> _Stored:
+def _load_stored(files: _Files, paths: dict[PartitionKey, StorePath]) -> _Stored:
     ts: list[np.ndarray[Any, np.dtype[np.int64]]] = []
     hashes: list[np.ndarray[Any, np.dtype[np.uint64]]] = []
     offsets: dict[PartitionKey, int] = {}
     position = 0
     for key, path in paths.items():
-        part = _read_partition(path, [HASH_COLUMN])
+        part = _read_partition(files, path, [HASH_COLUMN])
         offsets[key] = position
         position += len(part)
         ts.append(pd.DatetimeIndex(part.index).asi8)
@@ -269,12 +379,12 @@ def _first_difference(
     return int(np.argmax(differs)) if differs.any() else k
 
 
-def _state_at(stored: _Stored, row: int, spec: FeatureSpec) -> dict[str, float]:
+def _state_at(files: _Files, stored: _Stored, row: int, spec: FeatureSpec) -> dict[str, float]:
     key = max(k for k, off in stored.offsets.items() if off <= row)
     columns = list(dict.fromkeys(c for f in spec.features for c in f.state_columns))
     if not columns:
         return {}
-    part = _read_partition(stored.paths[key], columns)
+    part = _read_partition(files, stored.paths[key], columns)
     values = part.iloc[row - stored.offsets[key]]
     return {c: float(values[c]) for c in columns}
 
@@ -308,36 +418,20 @@ def update_features(
     spec_json = json.dumps(parsed.to_dict(), sort_keys=True)
     series_dir = feature_store.series_dir(source, symbol, tf)
     with store.lock(source, symbol, tf):
-        bars = store.read(source, symbol, tf)
-        if bars.empty:
-            raise NoData(f"{series}: no bars stored; load them before computing features")
-        ts = pd.DatetimeIndex(bars.index).asi8
-        hashes = bar_fingerprints(bars)
-        for stale in clean_temp_files(series_dir):
-            logger.info("removed stale temp file %s", stale)
-        paths = find_partitions(series_dir, tf)
-        reason = _full_reason(paths, spec_json, parsed)
-        stored = _load_stored(paths if reason is None else {})
-        start = 0 if reason is not None else _first_difference(stored, ts, hashes)
-        if reason is None:
-            if start == len(ts) == len(stored.ts):
-                reason = "up to date"
-            elif start == len(stored.ts):
-                reason = f"{len(ts) - start:,} new bar(s) from {bars.index[start]}"
-            else:
-                reason = f"bars changed from {pd.Timestamp(stored.ts[start], tz='UTC')}"
-        if start == 0:
-            mode = "full"
-        elif start == len(ts) == len(stored.ts):
-            mode = "unchanged"
+        if isinstance(series_dir, Path):
+            result = _update(
+                store, feature_store, series, source, symbol, tf, parsed, spec_json, span
+            )
         else:
-            mode = "incremental"
-        # With the state of the row before, even an up-to-date series costs only a few rows.
-        state = _state_at(stored, start - 1, parsed) if start > 0 else None
-        rows = compute_feature_rows(bars, parsed, start=start, state=state, span=span)
-        rows[HASH_COLUMN] = hashes[start:]
-        with write_refusals(store.root, series_dir):
-            written = _write_partitions(series_dir, tf, paths, stored, start, rows, spec_json)
+            # Object roots: an update that lost the race to another one starts over on its files.
+            result = retry_commits(
+                lambda: _update(
+                    store, feature_store, series, source, symbol, tf, parsed, spec_json, span
+                ),
+                timeout=store.lock_timeout,
+                what=series,
+                where=str(series_dir),
+            )
         store.update_meta(
             source,
             symbol,
@@ -346,7 +440,64 @@ def update_features(
             feature_spec=parsed.to_dict(),
             features_updated_at=pd.Timestamp.now(tz="UTC"),
         )
-    result = UpdateResult(
+    logger.info(
+        "%s: features %s (%s), %d of %d rows computed, %d partition(s) written",
+        series,
+        result.mode,
+        result.reason,
+        result.rows_recomputed,
+        result.rows,
+        len(result.partitions),
+    )
+    return result
+
+
+def _update(
+    store: BarStore,
+    feature_store: FeatureStore,
+    series: str,
+    source: str,
+    symbol: str,
+    tf: Timeframe,
+    parsed: FeatureSpec,
+    spec_json: str,
+    span: Span | None,
+) -> UpdateResult:
+    """One try of :func:`update_features` (the caller holds the lock and updates the meta)."""
+    bars = store.read(source, symbol, tf)
+    if bars.empty:
+        raise NoData(f"{series}: no bars stored; load them before computing features")
+    ts = pd.DatetimeIndex(bars.index).asi8
+    hashes = bar_fingerprints(bars)
+    series_dir = feature_store.series_dir(source, symbol, tf)
+    if isinstance(series_dir, Path):
+        for stale in clean_temp_files(series_dir):
+            logger.info("removed stale temp file %s", stale)
+    files = feature_store.files(source, symbol, tf)
+    paths = files.find()
+    reason = _full_reason(files, paths, spec_json, parsed)
+    stored = _load_stored(files, paths if reason is None else {})
+    start = 0 if reason is not None else _first_difference(stored, ts, hashes)
+    if reason is None:
+        if start == len(ts) == len(stored.ts):
+            reason = "up to date"
+        elif start == len(stored.ts):
+            reason = f"{len(ts) - start:,} new bar(s) from {bars.index[start]}"
+        else:
+            reason = f"bars changed from {pd.Timestamp(stored.ts[start], tz='UTC')}"
+    if start == 0:
+        mode = "full"
+    elif start == len(ts) == len(stored.ts):
+        mode = "unchanged"
+    else:
+        mode = "incremental"
+    # With the state of the row before, even an up-to-date series costs only a few rows.
+    state = _state_at(files, stored, start - 1, parsed) if start > 0 else None
+    rows = compute_feature_rows(bars, parsed, start=start, state=state, span=span)
+    rows[HASH_COLUMN] = hashes[start:]
+    with write_refusals(store.root, series_dir):
+        written = _write_partitions(files, tf, paths, stored, start, rows, spec_json)
+    return UpdateResult(
         series=series,
         mode=mode,
         reason=reason,
@@ -356,25 +507,17 @@ def update_features(
         first_recomputed=bars.index[start] if start < len(ts) else None,
         partitions=tuple(written),
     )
-    logger.info(
-        "%s: features %s (%s), %d of %d rows computed, %d partition(s) written",
-        series,
-        mode,
-        reason,
-        result.rows_recomputed,
-        result.rows,
-        len(written),
-    )
-    return result
 
 
-def _full_reason(paths: dict[PartitionKey, Path], spec_json: str, spec: FeatureSpec) -> str | None:
+def _full_reason(
+    files: _Files, paths: dict[PartitionKey, StorePath], spec_json: str, spec: FeatureSpec
+) -> str | None:
     """Why stored features cannot be continued (None: they can)."""
     if not paths:
         return "no stored features"
     expected = (INDEX_NAME, *spec.columns, *spec.state_columns, HASH_COLUMN)
     for path in paths.values():
-        file_spec, version, names = _file_spec(path)
+        file_spec, version, names = _file_spec(files, path)
         if version != FORMAT_VERSION:
             return f"stored format version {version} is not {FORMAT_VERSION}"
         if file_spec != spec_json:
@@ -385,9 +528,9 @@ def _full_reason(paths: dict[PartitionKey, Path], spec_json: str, spec: FeatureS
 
 
 def _write_partitions(
-    series_dir: Path,
+    files: _Files,
     tf: Timeframe,
-    paths: dict[PartitionKey, Path],
+    paths: dict[PartitionKey, StorePath],
     stored: _Stored,
     start: int,
     rows: pd.DataFrame,
@@ -405,27 +548,19 @@ def _write_partitions(
     else:
         # Stored rows from `start` on are replaced too (bars inserted before them shift them).
         affected.update(k for k, off in stored.offsets.items() if off + _count(stored, k) > start)
-    written: list[str] = []
+    parts: list[tuple[PartitionKey, pd.DataFrame | None]] = []
     # Newest first: a writer killed midway leaves the partition of `start` old, so the next
     # update sees the same first difference and recomputes everything after it again.
     for key in sorted(affected, reverse=True):
-        path = series_dir / partition_relpath(key)
         pieces: list[pd.DataFrame] = []
         if key in stored.offsets and stored.offsets[key] < start:
-            old = _read_partition(stored.paths[key])
+            old = _read_partition(files, stored.paths[key])
             pieces.append(old.iloc[: start - stored.offsets[key]].loc[:, list(rows.columns)])
         if key in groups:
             pieces.append(rows.iloc[groups[key]])
         part = pd.concat(pieces) if len(pieces) > 1 else (pieces[0] if pieces else None)
-        if part is None or part.empty:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-            written.append(str(path))
-            continue
-        make_dirs(path.parent)
-        atomic_write(path, functools.partial(pq.write_table, _to_table(part, spec_json)))
-        written.append(str(path))
-    return sorted(written)
+        parts.append((key, None if part is None or part.empty else part))
+    return sorted(files.replace(parts, spec_json))
 
 
 def _count(stored: _Stored, key: PartitionKey) -> int:

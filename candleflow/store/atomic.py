@@ -57,7 +57,7 @@ def atomic_write(final: Path, write: Callable[[BinaryIO], object]) -> None:
 
 
 @contextlib.contextmanager
-def write_refusals(root: Path, path: Path) -> Iterator[None]:
+def write_refusals(root: object, path: object) -> Iterator[None]:
     """Within, the system refusing a write (disk full, read-only, permissions: ``OSError``)
     raises :class:`StoreWriteFailed` naming the store ``root``, the file and what to do; our own
     errors (a busy lock, bad input) pass unchanged."""

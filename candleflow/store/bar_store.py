@@ -1,9 +1,13 @@
 """The bar store: plain Parquet partitions per series, written atomically under a per-series lock.
 
-Layout (DESIGN §5): ``{root}/bars/{source}/{SYMBOL}/{timeframe}/year=YYYY.parquet``, or
-``.../{timeframe}/year=YYYY/month=MM.parquet`` for ≤5-minute bars
-(:mod:`candleflow.store.partitions`), plus ``_meta.json`` and the lock file ``.lock`` in each
-series directory. Every file is written to a temp file in the same directory
+Layout (DESIGN §5, :mod:`candleflow.store.partitions`):
+``{root}/bars/source={source}/symbol={SYMBOL}/timeframe={tf}/year=YYYY/year=YYYY.parquet``, or
+``.../year=YYYY/month=MM.parquet`` for ≤5-minute bars, so query engines read ``bars/**/*.parquet``
+as one table with source, symbol, timeframe and year columns; plus ``_meta.json`` and the lock
+file ``.lock`` in each series directory. A root ``s3://bucket/prefix`` gives an
+:class:`~candleflow.store.object_store.ObjectBarStore` instead (same API, same layout, a
+manifest-based commit protocol: :mod:`candleflow.store.manifest`); what follows is about local
+roots. Every file is written to a temp file in the same directory
 (``.<name>.<pid>.<random>.tmp``, which neither a ``*.parquet`` glob nor pyarrow's dataset discovery
 picks up), fsynced and renamed over the old one, so a reader sees either the previous or the new
 version of a partition, never a torn one. A write rewrites only the partitions its bars fall
@@ -22,9 +26,10 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeAlias
 from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
 
@@ -42,6 +47,7 @@ from candleflow.errors import (
 from candleflow.models import BAR_COLUMNS, INDEX_NAME, SYMBOL_RE, parse_timestamp
 from candleflow.store.atomic import atomic_write, json_default, make_dirs, write_refusals
 from candleflow.store.frames import check_ohlc, empty_bars, normalize_bars
+from candleflow.store.objects import ObjectPath, is_object_root
 from candleflow.store.partitions import (
     PartitionKey,
     clean_temp_files,
@@ -49,6 +55,7 @@ from candleflow.store.partitions import (
     partition_bounds,
     partition_groups,
     partition_relpath,
+    series_relpath,
 )
 from candleflow.timeframes import TIMEFRAMES, Timeframe, parse_timeframe
 
@@ -59,6 +66,9 @@ SOURCE_RE = re.compile(r"[a-z0-9][a-z0-9_\-]{0,31}")
 
 META_FILE = "_meta.json"
 LOCK_FILE = ".lock"
+
+#: Where a store, a series or a file is: a local path, or a location in a bucket.
+StorePath: TypeAlias = Path | ObjectPath
 
 _SCHEMA = pa.schema(
     [pa.field(INDEX_NAME, pa.timestamp("ns", tz="UTC"), nullable=False)]
@@ -116,8 +126,9 @@ def _local_root(root: str | os.PathLike[str]) -> Path:
         parsed = urlparse(text)
         if parsed.scheme.lower() != "file":
             raise InvalidRequest(
-                f"store root {text!r}: only local paths (or file:// URIs) are supported for now; "
-                "use a local directory"
+                f"store root {text!r}: use a local path (or file:// URI) or s3://bucket/prefix",
+                "store",
+                text,
             )
         if parsed.netloc not in ("", "localhost"):
             raise InvalidRequest(
@@ -127,6 +138,22 @@ def _local_root(root: str | os.PathLike[str]) -> Path:
     if not text or "\x00" in text:
         raise InvalidRequest(f"store root {root!r} is not a usable path")
     return Path(os.path.abspath(os.path.expanduser(text)))
+
+
+def _hive_dirs(bars: Path) -> Iterator[tuple[str, str, str, Path]]:
+    """``(source, symbol, timeframe, dir)`` of every well-named series directory under ``bars``."""
+    for source_dir in bars.glob("source=*"):
+        source = source_dir.name.partition("=")[2]
+        if SOURCE_RE.fullmatch(source) is None or not source_dir.is_dir():
+            continue
+        for symbol_dir in source_dir.glob("symbol=*"):
+            symbol = symbol_dir.name.partition("=")[2].replace("%3D", "=")
+            if SYMBOL_RE.fullmatch(symbol) is None or not symbol_dir.is_dir():
+                continue
+            for tf_dir in symbol_dir.glob("timeframe=*"):
+                name = tf_dir.name.partition("=")[2]
+                if name in TIMEFRAMES and tf_dir.is_dir():
+                    yield source, symbol, name, tf_dir
 
 
 def _empty_bars() -> pd.DataFrame:
@@ -142,10 +169,53 @@ def _to_table(frame: pd.DataFrame) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=_SCHEMA)
 
 
-class BarStore:
-    """Bars of many series under one local root; see the module docstring for layout and guarantees.
+def bars_from_table(table: pa.Table, path: StorePath, key: PartitionKey) -> pd.DataFrame:
+    """A partition's table as a bar frame, checked: StoreCorrupted naming ``path`` if it is not
+    one (columns, types, nulls, duplicates, bars outside the partition's range)."""
+    names = set(table.column_names)
+    missing = [c for c in (INDEX_NAME, *BAR_COLUMNS) if c not in names]
+    if missing:
+        raise StoreCorrupted(str(path), f"missing column(s) {', '.join(missing)}")
+    ts_type = table.schema.field(INDEX_NAME).type
+    if not pa.types.is_timestamp(ts_type) or ts_type.tz not in ("UTC", "+00:00", "Etc/UTC"):
+        raise StoreCorrupted(
+            str(path), f"column {INDEX_NAME} is {ts_type}, expected timestamp[ns, tz=UTC]"
+        )
+    for col in BAR_COLUMNS:
+        col_type = table.schema.field(col).type
+        if not (pa.types.is_floating(col_type) or pa.types.is_integer(col_type)):
+            raise StoreCorrupted(str(path), f"column {col} is {col_type}, expected double")
+    if table.column(INDEX_NAME).null_count:
+        raise StoreCorrupted(str(path), f"null values in column {INDEX_NAME}")
+    try:
+        ts = table.column(INDEX_NAME).cast(pa.timestamp("ns", tz="UTC"))
+    except pa.ArrowException as exc:
+        raise StoreCorrupted(str(path), f"timestamps out of range: {exc}") from exc
+    index = pd.DatetimeIndex(ts.to_pandas(), name=INDEX_NAME).tz_convert("UTC").as_unit("ns")
+    frame = pd.DataFrame(
+        {c: table.column(c).to_numpy().astype("float64", copy=False) for c in BAR_COLUMNS},
+        index=index,
+    )
+    if not index.is_monotonic_increasing:
+        frame = frame.sort_index()
+    if frame.index.has_duplicates:
+        raise StoreCorrupted(str(path), "duplicate timestamps")
+    lo, hi = partition_bounds(key)
+    if len(frame) and (frame.index[0] < lo or frame.index[-1] >= hi):
+        raise StoreCorrupted(
+            str(path),
+            f"holds bars from {frame.index[0]} to {frame.index[-1]}, outside its partition "
+            f"[{lo.date()}, {hi.date()})",
+        )
+    return frame
 
-    ``root`` is a local directory or a ``file://`` URI (other filesystems are not supported yet).
+
+class BarStore:
+    """Bars of many series under one root; see the module docstring for layout and guarantees.
+
+    ``root`` is a local directory, a ``file://`` URI, or ``s3://bucket/prefix`` (then the
+    instance is an :class:`~candleflow.store.object_store.ObjectBarStore`; see there for what
+    differs: no lock is needed to write, ``gc_grace`` seconds before replaced files go).
     ``lock_timeout`` is how long a write waits for another writer of the same series, in seconds
     (negative: forever); past it :class:`StoreBusy` is raised. Readers never take the lock: every
     partition they open is complete, though a read racing a multi-partition write may see some
@@ -153,8 +223,25 @@ class BarStore:
     ``BarStore`` instances, so ``with store.lock(...): store.write(...)`` is safe.
     """
 
-    def __init__(self, root: str | os.PathLike[str], *, lock_timeout: float = 120.0) -> None:
-        self.root: Path = _local_root(root)
+    def __new__(cls, root: str | os.PathLike[str] | ObjectPath, **_: Any) -> BarStore:
+        if cls is BarStore and is_object_root(root):
+            from candleflow.store.object_store import ObjectBarStore
+
+            return super().__new__(ObjectBarStore)
+        return super().__new__(cls)
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str] | ObjectPath,
+        *,
+        lock_timeout: float = 120.0,
+        gc_grace: float = 600.0,
+    ) -> None:
+        if isinstance(root, ObjectPath):
+            raise InvalidRequest(f"store root {root}: object roots need ObjectBarStore")
+        self._path: Path = _local_root(root)
+        self.root: StorePath = self._path
+        self.gc_grace = float(gc_grace)
         try:
             self.lock_timeout = float(lock_timeout)
         except (TypeError, ValueError):
@@ -169,42 +256,57 @@ class BarStore:
 
     # -- paths -------------------------------------------------------------------------------
 
-    def series_dir(self, source: str, symbol: str, timeframe: str | Timeframe) -> Path:
-        """``{root}/bars/{source}/{symbol}/{timeframe}``; names are validated before use."""
+    def series_dir(self, source: str, symbol: str, timeframe: str | Timeframe) -> StorePath:
+        """``{root}/bars/source={source}/symbol={symbol}/timeframe={tf}``; names validated first.
+
+        A ``Path`` for local roots, an :class:`~candleflow.store.objects.ObjectPath` for object
+        roots (both join with ``/`` and print as the location).
+        """
+        return self._series_path(source, symbol, timeframe)
+
+    def meta_path(self, source: str, symbol: str, timeframe: str | Timeframe) -> StorePath:
+        """Where the series' metadata is kept (named in errors about it)."""
+        return self._series_path(source, symbol, timeframe) / META_FILE
+
+    def _series_path(self, source: str, symbol: str, timeframe: str | Timeframe) -> Path:
         validate_source_name(source)
         validate_symbol_name(symbol)
         tf = parse_timeframe(timeframe)
-        return self.root / "bars" / source / symbol / tf.name
+        return self._path / "bars" / series_relpath(source, symbol, tf.name)
 
     def _resolve(
         self, source: str, symbol: str, timeframe: str | Timeframe
     ) -> tuple[Path, Timeframe]:
         tf = parse_timeframe(timeframe)
-        return self.series_dir(source, symbol, tf), tf
+        return self._series_path(source, symbol, tf), tf
 
-    def partitions(self, source: str, symbol: str, timeframe: str | Timeframe) -> list[Path]:
+    def partitions(
+        self, source: str, symbol: str, timeframe: str | Timeframe
+    ) -> Sequence[StorePath]:
         """The series' partition files in time order (temp files and other names excluded)."""
         series_dir, tf = self._resolve(source, symbol, timeframe)
         return list(find_partitions(series_dir, tf).values())
 
+    def partition_rows(
+        self, source: str, symbol: str, timeframe: str | Timeframe
+    ) -> list[tuple[str, int]]:
+        """Each partition's path relative to the root (``/``-separated) and its row count."""
+        series_dir, tf = self._resolve(source, symbol, timeframe)
+        return [
+            (path.relative_to(self._path).as_posix(), self._row_count(path))
+            for path in find_partitions(series_dir, tf).values()
+        ]
+
     def series(self) -> list[tuple[str, str, str]]:
         """``(source, symbol, timeframe)`` of every series with a partition or metadata, sorted."""
         out: list[tuple[str, str, str]] = []
-        bars = self.root / "bars"
+        bars = self._path / "bars"
         if not bars.is_dir():
             return out
-        for source_dir in bars.iterdir():
-            if SOURCE_RE.fullmatch(source_dir.name) is None or not source_dir.is_dir():
-                continue
-            for symbol_dir in source_dir.iterdir():
-                if SYMBOL_RE.fullmatch(symbol_dir.name) is None or not symbol_dir.is_dir():
-                    continue
-                for tf_dir in symbol_dir.iterdir():
-                    tf = TIMEFRAMES.get(tf_dir.name)
-                    if tf is None or not tf_dir.is_dir():
-                        continue
-                    if (tf_dir / META_FILE).is_file() or find_partitions(tf_dir, tf):
-                        out.append((source_dir.name, symbol_dir.name, tf.name))
+        for source, symbol, name, tf_dir in _hive_dirs(bars):
+            tf = TIMEFRAMES[name]
+            if (tf_dir / META_FILE).is_file() or find_partitions(tf_dir, tf):
+                out.append((source, symbol, tf.name))
         return sorted(out)
 
     # -- locking -----------------------------------------------------------------------------
@@ -232,7 +334,7 @@ class BarStore:
         finally:
             flock.release()
 
-    def _writing(self, path: Path) -> contextlib.AbstractContextManager[None]:
+    def _writing(self, path: StorePath) -> contextlib.AbstractContextManager[None]:
         """Within, the system refusing a write raises :class:`StoreWriteFailed` naming this store
         and what to do (:func:`~candleflow.store.atomic.write_refusals`)."""
         return write_refusals(self.root, path)
@@ -245,42 +347,7 @@ class BarStore:
                 table = pf.read()
         except (pa.ArrowException, OSError, ValueError) as exc:
             raise StoreCorrupted(str(path), f"not readable as Parquet: {exc}") from exc
-        names = set(table.column_names)
-        missing = [c for c in (INDEX_NAME, *BAR_COLUMNS) if c not in names]
-        if missing:
-            raise StoreCorrupted(str(path), f"missing column(s) {', '.join(missing)}")
-        ts_type = table.schema.field(INDEX_NAME).type
-        if not pa.types.is_timestamp(ts_type) or ts_type.tz not in ("UTC", "+00:00", "Etc/UTC"):
-            raise StoreCorrupted(
-                str(path), f"column {INDEX_NAME} is {ts_type}, expected timestamp[ns, tz=UTC]"
-            )
-        for col in BAR_COLUMNS:
-            col_type = table.schema.field(col).type
-            if not (pa.types.is_floating(col_type) or pa.types.is_integer(col_type)):
-                raise StoreCorrupted(str(path), f"column {col} is {col_type}, expected double")
-        if table.column(INDEX_NAME).null_count:
-            raise StoreCorrupted(str(path), f"null values in column {INDEX_NAME}")
-        try:
-            ts = table.column(INDEX_NAME).cast(pa.timestamp("ns", tz="UTC"))
-        except pa.ArrowException as exc:
-            raise StoreCorrupted(str(path), f"timestamps out of range: {exc}") from exc
-        index = pd.DatetimeIndex(ts.to_pandas(), name=INDEX_NAME).tz_convert("UTC").as_unit("ns")
-        frame = pd.DataFrame(
-            {c: table.column(c).to_numpy().astype("float64", copy=False) for c in BAR_COLUMNS},
-            index=index,
-        )
-        if not index.is_monotonic_increasing:
-            frame = frame.sort_index()
-        if frame.index.has_duplicates:
-            raise StoreCorrupted(str(path), "duplicate timestamps")
-        lo, hi = partition_bounds(key)
-        if len(frame) and (frame.index[0] < lo or frame.index[-1] >= hi):
-            raise StoreCorrupted(
-                str(path),
-                f"holds bars from {frame.index[0]} to {frame.index[-1]}, outside its partition "
-                f"[{lo.date()}, {hi.date()})",
-            )
-        return frame
+        return bars_from_table(table, path, key)
 
     def _row_count(self, path: Path) -> int:
         try:

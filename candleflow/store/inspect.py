@@ -15,11 +15,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from candleflow.errors import InvalidRequest, StoreCorrupted
 from candleflow.loading.calendars import (
@@ -32,7 +29,7 @@ from candleflow.loading.calendars import (
 )
 from candleflow.loading.gaps import analyze_gaps
 from candleflow.models import Gap, GapClass, parse_symbol
-from candleflow.store.bar_store import META_FILE, BarStore, validate_source_name
+from candleflow.store.bar_store import BarStore, validate_source_name
 from candleflow.timeframes import Timeframe, parse_timeframe
 
 logger = logging.getLogger(__name__)
@@ -141,7 +138,7 @@ def describe_series(
     bars = store.read(source, symbol, tf)
     meta = store.read_meta(source, symbol, tf)
     partitions = tuple(
-        _partition_info(store, path) for path in store.partitions(source, symbol, tf)
+        PartitionInfo(path, rows) for path, rows in store.partition_rows(source, symbol, tf)
     )
     index = pd.DatetimeIndex(bars.index)
     if chosen is None:
@@ -217,7 +214,7 @@ def _stored_alignment(
         try:
             return parse_alignment(str(recorded))
         except InvalidRequest as exc:
-            path = store.series_dir(source, symbol, tf) / META_FILE
+            path = store.meta_path(source, symbol, tf)
             raise StoreCorrupted(str(path), f"align is {recorded!r}, not clock or session") from exc
     try:
         return detect_alignment(index, calendar, tf)
@@ -233,7 +230,7 @@ def _meta_head(
     recorded = meta.get("head_timestamp")
     if recorded is None:
         return None
-    path = store.series_dir(source, symbol, tf) / META_FILE
+    path = store.meta_path(source, symbol, tf)
     try:
         ts = pd.Timestamp(recorded)  # type: ignore[arg-type]
     except (TypeError, ValueError) as exc:
@@ -241,19 +238,6 @@ def _meta_head(
     if pd.isna(ts) or ts.tzinfo is None:
         raise StoreCorrupted(str(path), f"head_timestamp {recorded!r} has no UTC offset")
     return ts.tz_convert("UTC")
-
-
-def _partition_info(store: BarStore, path: Path) -> PartitionInfo:
-    try:
-        with pq.ParquetFile(path) as pf:
-            rows = int(pf.metadata.num_rows)
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        raise StoreCorrupted(str(path), f"not readable as Parquet: {exc}") from exc
-    try:
-        relative = path.relative_to(store.root).as_posix()
-    except ValueError:
-        relative = path.as_posix()
-    return PartitionInfo(relative, rows)
 
 
 # -- text for people ------------------------------------------------------------------------

@@ -1,10 +1,19 @@
-"""The one definition of the year/month Parquet partition layout shared by bars and features.
+"""The one definition of the store's directory layout, shared by bars and features.
 
-A series directory holds ``year=YYYY.parquet`` files, or ``year=YYYY/month=MM.parquet`` files for
-timeframes whose :attr:`~candleflow.timeframes.Timeframe.partition` is ``"month"`` (≤5-minute
-bars). A partition is named by a :data:`PartitionKey` ``(year, month)``, month 0 for yearly
-partitions, and holds the rows whose timestamps fall in ``[start, end)`` of its
-:func:`partition_bounds`. Discovery ignores every other name, including the hidden temp files
+The layout is Hive-style ``key=value`` directories, so DuckDB, polars and pyarrow read a whole
+kind (``bars`` or ``features``) as one table whose columns include source, symbol, timeframe and
+year: ``{kind}/source={source}/symbol={SYMBOL}/timeframe={tf}/year=YYYY/`` holds
+``year=YYYY.parquet``, or ``month=MM.parquet`` files for timeframes whose
+:attr:`~candleflow.timeframes.Timeframe.partition` is ``"month"`` (≤5-minute bars). Every series
+has the same four directory keys (the month is in the file name, which query engines do not read
+as a key, not a fifth key: they require the same keys across one table); ``=`` in a symbol is
+written ``%3D`` (both engines decode it). Object-store roots add a commit id to each file name
+(``year=YYYY.<commit>.parquet``): files there are immutable and a manifest says which are current
+(:mod:`candleflow.store.object_store`).
+
+A partition is named by a :data:`PartitionKey` ``(year, month)``, month 0 for yearly partitions,
+and holds the rows whose timestamps fall in ``[start, end)`` of its :func:`partition_bounds`.
+Discovery ignores every other name, including the hidden temp files
 (``.<name>.<pid>.<random>.tmp``) that :func:`candleflow.store.atomic.atomic_write` leaves behind
 when a writer dies; :func:`clean_temp_files` removes those.
 """
@@ -13,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
@@ -24,18 +33,51 @@ __all__ = [
     "PartitionKey",
     "clean_temp_files",
     "find_partitions",
+    "parse_partition_label",
     "partition_bounds",
     "partition_groups",
+    "partition_label",
     "partition_relpath",
+    "partition_stem",
+    "series_relpath",
 ]
 
 #: ``(year, month)``; month is 0 for yearly partitions.
 PartitionKey = tuple[int, int]
 
-_YEAR_FILE_RE = re.compile(r"year=(\d{4})\.parquet")
 _YEAR_DIR_RE = re.compile(r"year=(\d{4})")
+_LABEL_RE = re.compile(r"(\d{4})(?:-(\d{2}))?")
+_YEAR_FILE_RE = re.compile(r"year=(\d{4})\.parquet")
 _MONTH_FILE_RE = re.compile(r"month=(\d{2})\.parquet")
 _TEMP_RE = re.compile(r"\..*\.tmp")
+
+
+def series_relpath(source: str, symbol: str, timeframe: str) -> PurePosixPath:
+    """``source=…/symbol=…/timeframe=…``: a series' directory under ``bars/`` or ``features/``.
+
+    Names must be validated already; ``=`` in a symbol becomes ``%3D`` so the directory still
+    has exactly one ``key=value`` split (``EURUSD=X`` → ``symbol=EURUSD%3DX``).
+    """
+    return PurePosixPath(
+        f"source={source}", f"symbol={symbol.replace('=', '%3D')}", f"timeframe={timeframe}"
+    )
+
+
+def partition_label(key: PartitionKey) -> str:
+    """``"2024"`` for a yearly partition, ``"2024-03"`` for a monthly one."""
+    year, month = key
+    return f"{year:04d}" if month == 0 else f"{year:04d}-{month:02d}"
+
+
+def parse_partition_label(label: str) -> PartitionKey | None:
+    """The key of a :func:`partition_label`, ``None`` when ``label`` is not one."""
+    m = _LABEL_RE.fullmatch(label)
+    if m is None:
+        return None
+    month = int(m.group(2) or 0)
+    if m.group(2) is not None and not 1 <= month <= 12:
+        return None
+    return int(m.group(1)), month
 
 
 def partition_groups(index: pd.DatetimeIndex, tf: Timeframe) -> dict[PartitionKey, slice]:
@@ -59,12 +101,15 @@ def partition_groups(index: pd.DatetimeIndex, tf: Timeframe) -> dict[PartitionKe
     }
 
 
-def partition_relpath(key: PartitionKey) -> Path:
-    """The partition's file path relative to its series directory."""
+def partition_stem(key: PartitionKey) -> str:
+    """The partition's file name without ``.parquet``: ``year=2024`` or ``month=03``."""
     year, month = key
-    if month == 0:
-        return Path(f"year={year:04d}.parquet")
-    return Path(f"year={year:04d}") / f"month={month:02d}.parquet"
+    return f"year={year:04d}" if month == 0 else f"month={month:02d}"
+
+
+def partition_relpath(key: PartitionKey) -> Path:
+    """The partition's file path relative to its series directory (local roots)."""
+    return Path(f"year={key[0]:04d}") / f"{partition_stem(key)}.parquet"
 
 
 def partition_bounds(key: PartitionKey) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -85,19 +130,21 @@ def find_partitions(series_dir: Path, tf: Timeframe) -> dict[PartitionKey, Path]
     found: dict[PartitionKey, Path] = {}
     if not series_dir.is_dir():
         return found
+    monthly = tf.partition == "month"
     for entry in series_dir.iterdir():
-        if tf.partition != "month":
-            m = _YEAR_FILE_RE.fullmatch(entry.name)
-            if m and entry.is_file():
-                found[(int(m.group(1)), 0)] = entry
-            continue
         y = _YEAR_DIR_RE.fullmatch(entry.name)
         if y is None or not entry.is_dir():
             continue
+        year = int(y.group(1))
         for sub in entry.iterdir():
-            mm = _MONTH_FILE_RE.fullmatch(sub.name)
-            if mm and 1 <= int(mm.group(1)) <= 12 and sub.is_file():
-                found[(int(y.group(1)), int(mm.group(1)))] = sub
+            if monthly:
+                m = _MONTH_FILE_RE.fullmatch(sub.name)
+                key = (year, int(m.group(1))) if m and 1 <= int(m.group(1)) <= 12 else None
+            else:
+                m = _YEAR_FILE_RE.fullmatch(sub.name)
+                key = (year, 0) if m and int(m.group(1)) == year else None
+            if key is not None and sub.is_file():
+                found[key] = sub
     return dict(sorted(found.items()))
 
 

@@ -44,7 +44,11 @@ def test_reports_rows_range_partitions_and_the_one_gap(filled: BarStore) -> None
     assert report.rows == 1748
     assert report.first == utc("2024-01-02 14:30")
     assert report.last == utc("2024-12-31 20:00")
-    assert report.partitions == (PartitionInfo("bars/synthetic/AAPL/1h/year=2024.parquet", 1748),)
+    assert report.partitions == (
+        PartitionInfo(
+            "bars/source=synthetic/symbol=AAPL/timeframe=1h/year=2024/year=2024.parquet", 1748
+        ),
+    )
     assert report.align == "clock"
     assert (report.expected, report.present, report.unexpected) == (1755, 1748, 0)
     assert [(g.start, g.end, g.bars, g.kind) for g in report.gaps] == [
@@ -72,7 +76,10 @@ def test_to_dict_is_json_with_the_keys_scripts_rely_on(filled: BarStore) -> None
     ]
     assert (data["source"], data["symbol"], data["timeframe"]) == ("synthetic", "AAPL", "1h")
     assert data["partitions"] == [
-        {"path": "bars/synthetic/AAPL/1h/year=2024.parquet", "rows": 1748}
+        {
+            "path": "bars/source=synthetic/symbol=AAPL/timeframe=1h/year=2024/year=2024.parquet",
+            "rows": 1748,
+        }
     ]
     assert (data["expected"], data["missing_bars"], data["unexpected"]) == (1755, 7, 0)
 

@@ -1,23 +1,36 @@
-"""The shared partition layout: keys, paths, bounds, discovery and temp-file cleanup."""
+"""The shared layout: series directories, partition keys, paths, bounds, discovery and temp-file
+cleanup."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
 from candleflow.store.partitions import (
     clean_temp_files,
     find_partitions,
+    parse_partition_label,
     partition_bounds,
     partition_groups,
+    partition_label,
     partition_relpath,
+    series_relpath,
 )
 from candleflow.timeframes import parse_timeframe
 
 
-def test_relpaths_are_year_files_or_month_files_in_year_dirs() -> None:
-    assert partition_relpath((2024, 0)) == Path("year=2024.parquet")
+def test_relpaths_are_year_or_month_files_in_year_dirs_of_hive_series_dirs() -> None:
+    assert series_relpath("ib", "EURUSD=X", "1h") == PurePosixPath(
+        "source=ib/symbol=EURUSD%3DX/timeframe=1h"
+    )
+    assert partition_label((2024, 0)) == "2024" and partition_label((2024, 3)) == "2024-03"
+    assert parse_partition_label("2024-03") == (2024, 3) and parse_partition_label("2024") == (
+        2024,
+        0,
+    )
+    assert parse_partition_label("2024-13") is None and parse_partition_label("x") is None
+    assert partition_relpath((2024, 0)) == Path("year=2024/year=2024.parquet")
     assert partition_relpath((2024, 3)) == Path("year=2024/month=03.parquet")
 
 
@@ -59,7 +72,9 @@ def test_groups_are_contiguous_row_slices_in_time_order() -> None:
 def test_discovery_sees_only_the_timeframes_layout_and_skips_temp_files(tmp_path: Path) -> None:
     assert find_partitions(tmp_path / "missing", parse_timeframe("1h")) == {}
     for name in [
-        "year=2025.parquet",
+        "year=2025/year=2025.parquet",
+        "year=2024/year=2024.parquet",
+        "year=2024/year=2023.parquet",
         "year=2024.parquet",
         ".year=2024.parquet.123.abcdef.tmp",
         "year=2024/month=02.parquet",
@@ -71,8 +86,8 @@ def test_discovery_sees_only_the_timeframes_layout_and_skips_temp_files(tmp_path
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"")
     assert find_partitions(tmp_path, parse_timeframe("1h")) == {
-        (2024, 0): tmp_path / "year=2024.parquet",
-        (2025, 0): tmp_path / "year=2025.parquet",
+        (2024, 0): tmp_path / "year=2024/year=2024.parquet",
+        (2025, 0): tmp_path / "year=2025/year=2025.parquet",
     }
     assert list(find_partitions(tmp_path, parse_timeframe("1h"))) == [(2024, 0), (2025, 0)]
     assert find_partitions(tmp_path, parse_timeframe("5m")) == {
@@ -86,5 +101,5 @@ def test_discovery_sees_only_the_timeframes_layout_and_skips_temp_files(tmp_path
         tmp_path / "year=2024/.month=02.parquet.123.abcdef.tmp",
     ]
     assert not any(p.name.endswith(".tmp") for p in tmp_path.rglob("*"))
-    assert (tmp_path / "year=2024.parquet").is_file()
+    assert (tmp_path / "year=2024/year=2024.parquet").is_file()
     assert clean_temp_files(tmp_path / "missing") == []

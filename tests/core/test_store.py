@@ -88,11 +88,11 @@ def test_non_utc_input_is_converted_and_naive_input_rejected(store: BarStore) ->
 
 def test_layout_year_partitions(store: BarStore) -> None:
     store.write("ib", "AAPL", "1h", hourly("2022-12-31 22:00", 4))
-    base = store.root / "bars" / "ib" / "AAPL" / "1h"
+    base = store.root / "bars" / "source=ib" / "symbol=AAPL" / "timeframe=1h"
     assert store.series_dir("ib", "AAPL", "1h") == base
     assert store.partitions("ib", "AAPL", "1h") == [
-        base / "year=2022.parquet",
-        base / "year=2023.parquet",
+        base / "year=2022" / "year=2022.parquet",
+        base / "year=2023" / "year=2023.parquet",
     ]
     assert (base / "_meta.json").is_file()
     assert (base / ".lock").exists()
@@ -103,15 +103,17 @@ def test_layout_month_partitions_for_short_bars(store: BarStore) -> None:
     store.write("ib", "ES", "1m", make_bars(index, 1))
     store.write("ib", "ES", "5m", make_bars(pd.DatetimeIndex(["2023-12-31 23:55"], tz="UTC"), 1))
     store.write("ib", "ES", "15m", make_bars(pd.DatetimeIndex(["2023-12-31 23:45"], tz="UTC"), 1))
-    bars_dir = store.root / "bars" / "ib" / "ES"
+    bars_dir = store.root / "bars" / "source=ib" / "symbol=ES"
     assert store.partitions("ib", "ES", "1m") == [
-        bars_dir / "1m" / "year=2024" / "month=01.parquet",
-        bars_dir / "1m" / "year=2024" / "month=02.parquet",
+        bars_dir / "timeframe=1m" / "year=2024" / "month=01.parquet",
+        bars_dir / "timeframe=1m" / "year=2024" / "month=02.parquet",
     ]
     assert store.partitions("ib", "ES", "5m") == [
-        bars_dir / "5m" / "year=2023" / "month=12.parquet"
+        bars_dir / "timeframe=5m" / "year=2023" / "month=12.parquet"
     ]
-    assert store.partitions("ib", "ES", "15m") == [bars_dir / "15m" / "year=2023.parquet"]
+    assert store.partitions("ib", "ES", "15m") == [
+        bars_dir / "timeframe=15m" / "year=2023" / "year=2023.parquet"
+    ]
     assert store.series() == [("ib", "ES", "15m"), ("ib", "ES", "1m"), ("ib", "ES", "5m")]
 
 
@@ -199,7 +201,9 @@ def test_rows_added_over_several_writes(store: BarStore) -> None:
     assert (a.rows_before, a.rows_added, a.rows_after) == (0, 24, 24)
     assert (b.rows_before, b.rows_added, b.rows_after) == (24, 0, 24)
     assert (c.rows_before, c.rows_added, c.rows_after) == (24, 2, 26)
-    assert c.partitions == (str(store.series_dir("ib", "AAPL", "1h") / "year=2025.parquet"),)
+    assert c.partitions == (
+        str(store.series_dir("ib", "AAPL", "1h") / "year=2025" / "year=2025.parquet"),
+    )
 
 
 def test_empty_write_touches_nothing(store: BarStore) -> None:
@@ -441,9 +445,11 @@ def test_root_accepts_file_uris_and_rejects_remote_ones(tmp_path: Path) -> None:
     assert a.root == b.root == tmp_path / "s"
     a.write("ib", "AAPL", "1d", make_bars(pd.DatetimeIndex(["2024-01-02"], tz="UTC"), 1))
     assert len(b.read("ib", "AAPL", "1d")) == 1
-    for uri in ("s3://bucket/bars", "gs://b/x", "file://otherhost/x"):
+    for uri in ("gs://b/x", "hdfs://b/x", "file://otherhost/x"):
         with pytest.raises(InvalidRequest, match="local"):
             BarStore(uri)
+    with pytest.raises(InvalidRequest, match="bucket"):
+        BarStore("s3://B/x")
     with pytest.raises(InvalidRequest, match="timeframe"):
         a.read("ib", "AAPL", "60m")
 
@@ -688,7 +694,9 @@ def test_two_processes_writing_one_partition_lose_nothing(
     got = store.read(writer.SOURCE, writer.SYMBOL, writer.HOURLY_TF)
     pd.testing.assert_frame_equal(got, expected, check_freq=False)
     assert store.partitions(writer.SOURCE, writer.SYMBOL, writer.HOURLY_TF) == [
-        store.series_dir(writer.SOURCE, writer.SYMBOL, writer.HOURLY_TF) / "year=2024.parquet"
+        store.series_dir(writer.SOURCE, writer.SYMBOL, writer.HOURLY_TF)
+        / "year=2024"
+        / "year=2024.parquet"
     ]
     assert store.read_meta(writer.SOURCE, writer.SYMBOL, writer.HOURLY_TF)["rows"] == 1440
 

@@ -106,9 +106,9 @@ def test_partial_failure_concurrency_queue_table_and_metadata(tmp_path: Path) ->
             assert meta["feature_count"] == 3 and meta["batch_size"] in ("1 Y", "1 M")
             assert "fetch_duration_s" in meta and "last_success" in meta
             assert len(FeatureStore(store).read("synthetic", symbol, tf)) == meta["history_rows"]
-    assert not (tmp_path / "bars" / "synthetic" / "ZZZZ").exists() or not store.partitions(
-        "synthetic", "ZZZZ", "1d"
-    )
+    assert not (
+        tmp_path / "bars" / "source=synthetic" / "symbol=ZZZZ"
+    ).exists() or not store.partitions("synthetic", "ZZZZ", "1d")
 
     # A second run adds its API calls to the cumulative count (a 1-day end beyond the store).
     before = store.read_meta("synthetic", "AAPL", "1d")

@@ -1,0 +1,113 @@
+"""The bar store on a real S3 server (SeaweedFS on loopback): the same API and answers as a
+local root, the manifest commit protocol, and garbage collection."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from candleflow.errors import InvalidBars, InvalidRequest
+from candleflow.store.bar_store import BarStore
+from candleflow.store.object_store import ObjectBarStore
+from candleflow.store.objects import ObjectPath
+from tests.core.conftest import ramp_bars
+
+
+def _index(start: str, periods: int, freq: str) -> pd.DatetimeIndex:
+    return pd.date_range(start, periods=periods, freq=freq, tz="UTC", name="timestamp")
+
+
+def test_an_s3_root_gives_the_object_store_with_the_local_api(s3_store: BarStore) -> None:
+    assert isinstance(s3_store, ObjectBarStore) and isinstance(s3_store, BarStore)
+    assert isinstance(s3_store.root, ObjectPath)
+    assert str(s3_store.series_dir("ib", "EURUSD=X", "1h")).endswith(
+        "/bars/source=ib/symbol=EURUSD%3DX/timeframe=1h"
+    )
+    assert s3_store.series() == [] and s3_store.read_meta("ib", "AAPL", "1h") == {}
+    assert s3_store.read("ib", "AAPL", "1h").empty
+    with pytest.raises(InvalidRequest):
+        s3_store.read("ib", "../x", "1h")
+
+
+def test_writes_reads_and_metadata_equal_a_local_root(
+    s3_store: BarStore, local_store: BarStore
+) -> None:
+    hourly = ramp_bars(_index("2023-12-30", 200, "1h"))
+    minutes = ramp_bars(_index("2024-01-31 20:00", 600, "1min"))
+    revised = hourly.iloc[150:170].assign(volume=7.0)
+    for store in (s3_store, local_store):
+        first = store.write("ib", "AAPL", "1h", hourly, meta={"head_timestamp": hourly.index[0]})
+        assert (first.rows_before, first.rows_after, first.rows_added) == (0, 200, 200)
+        again = store.write("ib", "AAPL", "1h", revised)
+        assert (again.rows_before, again.rows_after, again.rows_added) == (200, 200, 0)
+        assert len(again.partitions) == 1
+        store.write("ib", "ES", "1m", minutes)
+        store.update_meta("ib", "AAPL", "1h", gaps_left=3)
+    for args in [("ib", "AAPL", "1h"), ("ib", "ES", "1m")]:
+        pd.testing.assert_frame_equal(s3_store.read(*args), local_store.read(*args))
+        window = (pd.Timestamp("2024-02-01", tz="UTC"), pd.Timestamp("2024-02-01 03:00", tz="UTC"))
+        pd.testing.assert_frame_equal(
+            s3_store.read(*args, *window), local_store.read(*args, *window)
+        )
+        s3_meta, local_meta = s3_store.read_meta(*args), local_store.read_meta(*args)
+        s3_meta.pop("updated_at"), local_meta.pop("updated_at")
+        assert s3_meta == local_meta
+        assert [n.rsplit("/", 1)[-1].split(".")[0] for n, _ in s3_store.partition_rows(*args)] == [
+            n.rsplit("/", 1)[-1].split(".")[0] for n, _ in local_store.partition_rows(*args)
+        ]
+        assert [r for _, r in s3_store.partition_rows(*args)] == [
+            r for _, r in local_store.partition_rows(*args)
+        ]
+    assert s3_store.series() == local_store.series() == [("ib", "AAPL", "1h"), ("ib", "ES", "1m")]
+    assert s3_store.read_meta("ib", "AAPL", "1h")["gaps_left"] == 3
+    assert (s3_store.read("ib", "AAPL", "1h").loc[revised.index, "volume"] == 7.0).all()
+
+
+def test_bad_bars_store_nothing(s3_store: BarStore) -> None:
+    bars = ramp_bars(_index("2024-01-01", 5, "1h"))
+    bars.iloc[2, bars.columns.get_loc("high")] = 0.0
+    with pytest.raises(InvalidBars):
+        s3_store.write("ib", "AAPL", "1h", bars)
+    assert s3_store.series() == [] and s3_store.partitions("ib", "AAPL", "1h") == []
+
+
+def test_replaced_files_go_after_the_grace_period_and_not_before(
+    s3_root: str, s3_server: object
+) -> None:
+    keep = BarStore(s3_root, gc_grace=3600)
+    bars = ramp_bars(_index("2024-01-01", 50, "1h"))
+    keep.write("ib", "AAPL", "1h", bars)
+    (old,) = keep.partitions("ib", "AAPL", "1h")
+    keep.write("ib", "AAPL", "1h", bars.assign(volume=5.0))
+    assert isinstance(old, ObjectPath)
+    assert _exists(keep, old)  # a reader of the previous manifest still finds it
+    collect = BarStore(s3_root, gc_grace=0)
+    collect.write("ib", "AAPL", "1h", bars.assign(volume=6.0))
+    (current,) = collect.partitions("ib", "AAPL", "1h")
+    assert not _exists(collect, old) and _exists(collect, current)
+    assert _parquet_files(collect) == [current.key]
+    assert (collect.read("ib", "AAPL", "1h")["volume"] == 6.0).all()
+
+
+def _exists(store: BarStore, path: ObjectPath) -> bool:
+    assert isinstance(store, ObjectBarStore)
+    return store.client.get(path.key) is not None
+
+
+def _parquet_files(store: BarStore) -> list[str]:
+    assert isinstance(store, ObjectBarStore)
+    return [i.key for i in store.client.list(store.root.key + "/") if i.key.endswith(".parquet")]
+
+
+def test_partition_files_hold_no_column_named_like_a_layout_key(s3_store: BarStore) -> None:
+    s3_store.write("ib", "AAPL", "1h", ramp_bars(_index("2024-01-01", 5, "1h")))
+    assert isinstance(s3_store, ObjectBarStore)
+    (path,) = s3_store.partitions("ib", "AAPL", "1h")
+    assert isinstance(path, ObjectPath)
+    found = s3_store.client.get(path.key)
+    assert found is not None
+    import pyarrow as pa
+
+    names = pq.read_schema(pa.BufferReader(found[0])).names
+    assert names == ["timestamp", "open", "high", "low", "close", "volume"]
