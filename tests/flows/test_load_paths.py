@@ -119,3 +119,56 @@ def test_the_direct_path_and_the_flow_report_and_record_the_same(
         assert _steady(meta[1]) == _steady(meta[0]), step
         bars = [BarStore(root).read("synthetic", SYMBOL, TF) for root in (direct, flowed)]
         pd.testing.assert_frame_equal(bars[1], bars[0])
+
+
+def _minute_file(path: Path) -> Path:
+    """Two days of 1m bars on the exchange's clock, as a vendor writes them (one bar missing)."""
+    from candleflow.loading.calendars import expected_bars
+
+    grid = expected_bars(
+        "XNYS", "1m", pd.Timestamp("2024-01-02", tz="UTC"), pd.Timestamp("2024-01-04", tz="UTC")
+    )
+    starts = grid.starts.tz_convert("America/New_York").tz_localize(None).delete(100)
+    rows = [f"{t:%Y-%m-%d %H:%M:%S},10,11,9,10.5,100" for t in starts]
+    path.write_text("datetime,open,high,low,close,volume\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def test_a_file_import_reads_once_and_the_flow_equals_the_direct_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from candleflow.sources import files
+
+    reads: list[Path] = []
+    real = files.load_bars
+
+    def counting(path: Path, **kwargs: Any) -> Any:
+        reads.append(path)
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(files, "load_bars", counting)
+    csv = _minute_file(tmp_path / "ibm_1m.csv")
+    request = LoadRequest.parse("IBM", "1m")
+    expected = run_load(request, files.FileSource(csv), BarStore(tmp_path / "direct")).to_dict()
+    assert len(reads) == 1
+    with progress_context() as handle:
+        load_data("IBM", "1m", source="files", path=str(csv), store=str(tmp_path / "flow"))
+    assert len(reads) == 2, "the flow read the file more than once"
+    got = handle.summary
+    assert got is not None
+    assert _steady(got) == _steady(expected)
+    assert (got["segments"], got["failed_segments"], got["missing_bars_left"]) == (1, [], 1)
+    assert got["rows_after"] == 779
+    metas = [BarStore(tmp_path / r).read_meta("files", "IBM", "1m") for r in ("direct", "flow")]
+    assert _steady(metas[1]) == _steady(metas[0])
+    assert metas[1]["time_zone"] == "America/New_York"
+
+
+def test_a_range_outside_the_file_through_the_flow(tmp_path: Path) -> None:
+    csv = _minute_file(tmp_path / "ibm_1m.csv")
+    with progress_context() as handle:
+        load_data("IBM", "1m", start="2999-01-01", source="files", path=str(csv),
+                  store=str(tmp_path / "store"))  # fmt: skip
+    assert handle.summary is not None
+    assert "starts in the future" in str(handle.summary["notice"])
+    assert not (tmp_path / "store").exists() or not list((tmp_path / "store").rglob("*.*"))
