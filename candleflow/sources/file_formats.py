@@ -63,6 +63,11 @@ _NUMBER = r"-?\d+(\.\d+)?"
 # IB's text forms: "20240131 09:30:00 US/Eastern" (any IANA zone), "20240131-14:30:00" (UTC).
 _IB_ZONED = r"(\d{8})\s+(\d{2}:\d{2}:\d{2})\s+([A-Za-z_]+/[A-Za-z_/+-]+|UTC|GMT)"
 _IB_UTC = "%Y%m%d-%H:%M:%S"
+_ISO_FORMATS: tuple[tuple[str, str], ...] = (
+    (r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", "%Y-%m-%d %H:%M:%S"),
+    (r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}", "%Y-%m-%d %H:%M"),
+    (r"\d{4}-\d{2}-\d{2}", "%Y-%m-%d"),
+)
 _TEXT_FORMATS: tuple[tuple[str, str], ...] = (
     (r"\d{2}\.\d{2}\.\d{4} \d{2}:\d{2}:\d{2}\.\d{3}", "%d.%m.%Y %H:%M:%S.%f"),
     (r"\d{2}\.\d{2}\.\d{4} \d{2}:\d{2}:\d{2}", "%d.%m.%Y %H:%M:%S"),
@@ -380,6 +385,9 @@ def _parse_moments(values: pd.Series, origin: str, column: str) -> pd.DatetimeIn
         return pd.DatetimeIndex(values)
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         return _parse_numbers(values, origin, column)
+    fast = _iso_fast(values)
+    if fast is not None:
+        return fast
     text = values.astype("string").str.strip()
     present = text.dropna()
     if len(present) and _all_match(present, _NUMBER):
@@ -402,6 +410,23 @@ def _parse_moments(values: pd.Series, origin: str, column: str) -> pd.DatetimeIn
             f"{origin}: cannot read {text.iloc[row]!r} in column {column!r} (data row {row + 1}) "
             "as a date/time; use ISO form like 2024-01-02 09:30:00 or epoch seconds"
         )
+    return parsed
+
+
+def _iso_fast(values: pd.Series) -> pd.DatetimeIndex | None:
+    """Plain ISO text (``2024-01-02 09:30:00``, ``2024-01-02``) parsed in one pass, when every
+    value is in the first value's form — the common case of a long file; else ``None`` (the
+    general path strips, sniffs and reports bad values)."""
+    given = np.asarray(values.notna())
+    if not given.any():
+        return None
+    sample = str(values.iloc[int(given.argmax())])
+    fmt = next((f for pattern, f in _ISO_FORMATS if re.fullmatch(pattern, sample)), None)
+    if fmt is None:
+        return None
+    parsed = pd.DatetimeIndex(pd.to_datetime(values, format=fmt, errors="coerce"))
+    if bool(np.any(np.asarray(parsed.isna()) & given)):
+        return None
     return parsed
 
 

@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["FileSource"]
 
 _LISTED_FILES = 5
+#: Bars the alignment of a file is judged on (years of intraday bars; detection is linear).
+_ALIGNMENT_SAMPLE = 50_000
 
 
 def _is_table(path: Path) -> bool:
@@ -207,10 +209,14 @@ class FileSource:
     def detect_alignment(
         self, symbol: str, timeframe: Timeframe | str, calendar: str = DEFAULT_CALENDAR
     ) -> Alignment:
-        """``clock`` or ``session``: which bar grid the symbol's file follows (see
-        :func:`candleflow.loading.calendars.detect_alignment`; ``InvalidRequest`` when unclear)."""
+        """``clock`` or ``session``: which bar grid the symbol's file follows, judged on its
+        first 50,000 bars (see :func:`candleflow.loading.calendars.detect_alignment`;
+        ``InvalidRequest`` when unclear)."""
         frame = self._load(symbol, timeframe, calendar).bars.frame
-        return detect_alignment(pd.DatetimeIndex(frame.index), calendar, timeframe)
+        # A grid shows in any stretch of bars: judge a long file on its first ones.
+        return detect_alignment(
+            pd.DatetimeIndex(frame.index[:_ALIGNMENT_SAMPLE]), calendar, timeframe
+        )
 
     def _bars(self, instrument: Instrument, timeframe: Timeframe | str) -> pd.DataFrame:
         """The cached bars of the instrument's file, not copied (``InvalidRequest`` if none)."""
