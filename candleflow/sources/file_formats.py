@@ -22,6 +22,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from candleflow.errors import InvalidRequest
 from candleflow.models import INDEX_NAME, PRICE_COLUMNS
@@ -320,6 +321,8 @@ def _price_columns(
 
 
 def _numbers(values: pd.Series, origin: str, column: str) -> pd.Series:
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        return values.astype("float64")
     numbers = pd.to_numeric(values, errors="coerce")
     bad = np.asarray(numbers.isna() & values.notna())
     if bad.any():
@@ -424,7 +427,12 @@ def _iso_fast(values: pd.Series) -> pd.DatetimeIndex | None:
     fmt = next((f for pattern, f in _ISO_FORMATS if re.fullmatch(pattern, sample)), None)
     if fmt is None:
         return None
-    parsed = pd.DatetimeIndex(pd.to_datetime(values, format=fmt, errors="coerce"))
+    try:
+        # Arrow-backed text (pandas' default) parses in Arrow's C strptime, without a copy.
+        stamps = pc.strptime(pa.array(values.array), format=fmt, unit="s", error_is_null=True)
+        parsed = pd.DatetimeIndex(stamps.to_numpy(zero_copy_only=False)).as_unit("ns")
+    except (pa.ArrowException, TypeError, ValueError):
+        parsed = pd.DatetimeIndex(pd.to_datetime(values, format=fmt, errors="coerce"))
     if bool(np.any(np.asarray(parsed.isna()) & given)):
         return None
     return parsed
