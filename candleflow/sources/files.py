@@ -55,6 +55,7 @@ class _Cached:
     size: int
     path: Path
     bars: LoadedBars
+    dropped: int = 0  # rows the price rules dropped
 
 
 class FileSource:
@@ -221,6 +222,11 @@ class FileSource:
     def _bars(self, instrument: Instrument, timeframe: Timeframe | str) -> pd.DataFrame:
         """The cached bars of the instrument's file, not copied (``InvalidRequest`` if none)."""
         cached = self._load(instrument.symbol, timeframe, instrument.calendar)
+        if cached.bars.frame.empty and cached.dropped:
+            raise InvalidRequest(
+                f"{cached.path}: all {cached.dropped:,} rows break the price rules (see the "
+                "warning above); correct the file, e.g. check its column order and units"
+            )
         if cached.bars.frame.empty:
             raise InvalidRequest(
                 f"{cached.path} has no bars (a header line and no rows); add one row per bar "
@@ -264,7 +270,7 @@ class FileSource:
             loaded = LoadedBars(
                 kept, loaded.layout, loaded.time_zone, loaded.time_zone_from, loaded.notices
             )
-        cached = _Cached(stat.st_mtime_ns, stat.st_size, path, loaded)
+        cached = _Cached(stat.st_mtime_ns, stat.st_size, path, loaded, check.dropped)
         with self._lock:
             self._cache[key] = cached
         return cached

@@ -180,3 +180,11 @@ def test_several_rules_in_one_line(tmp_path: Path, caplog: pytest.LogCaptureFixt
         f"{path}: dropped 2 of 4 rows breaking the price rules (1 non-positive price, "
         "1 NaN price, 1 negative volume; first at 2015-01-05 00:00 UTC)"
     )
+
+
+def test_a_file_whose_every_row_breaks_a_rule_is_bad_input(tmp_path: Path) -> None:
+    path = daily_file(
+        tmp_path, [RULES["negative volume"], RULES["NaN price"].replace("-05", "-06")]
+    )
+    with pytest.raises(InvalidRequest, match="all 2 rows break the price rules"):
+        run_load(LoadRequest.parse("SPX", "1d"), FileSource(path), BarStore(tmp_path / "s"))
