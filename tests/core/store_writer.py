@@ -88,6 +88,15 @@ def install_hang(where: str) -> None:
             real_replace(src, dst)
 
         os.replace = hanging_replace  # type: ignore[assignment]
+    elif where == "commit":
+        # Object roots: the new partition files are uploaded, the manifest not yet replaced.
+        from candleflow.store.manifest import ObjectSeries
+
+        def hanging_commit(self: Any, *args: Any, **kwargs: Any) -> Any:
+            say("committing")
+            block_forever()
+
+        ObjectSeries.commit = hanging_commit  # type: ignore[method-assign]
 
 
 def main() -> int:
@@ -95,7 +104,7 @@ def main() -> int:
     parser.add_argument("root")
     parser.add_argument("mode", choices=["once", "loop", "chunks", "hold", "write"])
     parser.add_argument("--version", type=int, default=1)
-    parser.add_argument("--hang", choices=["none", "half", "replace"], default="none")
+    parser.add_argument("--hang", choices=["none", "half", "replace", "commit"], default="none")
     parser.add_argument("--parity", type=int, default=0)
     parser.add_argument("--chunks", type=int, default=12)
     parser.add_argument("--lock-timeout", type=float, default=60.0)

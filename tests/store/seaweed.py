@@ -154,10 +154,11 @@ class SeaweedServer:
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return
-        # Its own session: the signal reaches only weed (and anything it started).
+        # Its own session: the signal reaches only weed (and anything it started). Its data is
+        # thrown away, so there is nothing to wait for a graceful stop (it takes ~25 s) to keep.
         os.killpg(process.pid, signal.SIGTERM)
         try:
-            process.wait(timeout=30)
+            process.wait(timeout=2)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
