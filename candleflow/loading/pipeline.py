@@ -467,8 +467,15 @@ def load_series(
     saved (``cancelled``); a segment that failed after its retries is reported
     (``failed_segments``); neither raises here — :meth:`LoadSummary.raise_for_outcome` does.
     The series metadata gets the alignment, head timestamp, last fetch, API calls (every source
-    request of this load) and fetch duration, and after a clean load the completed range. The
-    tracker completes unless the load was cancelled or fetched nothing.
+    request of this load) and fetch duration, what the source records of the series (a file's
+    name, layout and time zone), and after a clean load the completed range. The tracker
+    completes unless the load was cancelled or fetched nothing.
+
+    A finite source (a file: it has a ``tail_timestamp``) bounds the load to ``[head, tail]``:
+    unset dates take its own range and one request covers it all. A range that ends before the
+    source's first bar, starts after a finite source's last one, or starts in the future is not
+    loaded: the summary's ``notice`` says so in one line, naming what the source holds, and
+    nothing is written.
     """
     started = time.monotonic()
     tracker = tracker or ProgressTracker(f"load {request.label}", stages=stage_plan(request.mode))
