@@ -136,7 +136,8 @@ def test_trades_for_forex_are_refused_as_ib_refuses_them(
 
     with _source(dsim, what_to_show="TRADES") as source:
         instrument = source.validate("EUR.USD")
-        segment = Segment(NOW - pd.Timedelta(days=2), NOW - pd.Timedelta(hours=1), 0)
+        # Not the request the client sent above: an identical one within 15 s is a violation.
+        segment = Segment(NOW - pd.Timedelta(days=2), NOW - pd.Timedelta(hours=3), 0)
         with pytest.raises(InvalidRequest, match=r"No historical market data.*MIDPOINT"):
             source.fetch(instrument, "1h", segment)
 
