@@ -271,9 +271,14 @@ def exchange_range(start: object, end: object, exchange: str) -> str:
         closes = cal.closes.reindex(sessions).dropna()
         inside_open = opens[(opens >= first) & (opens < last)]
         inside_close = closes[(closes > first) & (closes <= last)]
+        # An edge inside a session (a file starting at 15:40) is kept as it is.
+        first_in = bool(((opens < first) & (closes > first)).any())
+        last_in = bool(((opens < last) & (closes > last)).any())
         if len(inside_open) and len(inside_close):
-            first = max(first, pd.Timestamp(inside_open.iloc[0]))
-            last = min(last, pd.Timestamp(inside_close.iloc[-1]))
+            if not first_in:
+                first = max(first, pd.Timestamp(inside_open.iloc[0]))
+            if not last_in:
+                last = min(last, pd.Timestamp(inside_close.iloc[-1]))
     fmt = "%Y-%m-%d %H:%M"
     return f"{first.tz_convert(tz):{fmt}} → {last.tz_convert(tz):{fmt}} {tz}"
 

@@ -188,3 +188,10 @@ def test_a_file_whose_every_row_breaks_a_rule_is_bad_input(tmp_path: Path) -> No
     )
     with pytest.raises(InvalidRequest, match="all 2 rows break the price rules"):
         run_load(LoadRequest.parse("SPX", "1d"), FileSource(path), BarStore(tmp_path / "s"))
+
+
+def test_an_import_range_starting_mid_session_is_shown_from_its_first_bar() -> None:
+    from candleflow.cli.app import exchange_range
+
+    shown = exchange_range("2004-07-20T19:40:00+00:00", "2024-12-31T21:00:00+00:00", "XNYS")
+    assert shown == "2004-07-20 15:40 → 2024-12-31 16:00 America/New_York"
