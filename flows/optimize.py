@@ -11,10 +11,14 @@ referenced from a markdown artifact.
 Each round asks the search for ``batch_size × concurrency`` parameter sets and evaluates them as
 ``concurrency`` tasks at once (the flow keeps Prefect's default thread runner: ``concurrency``
 bounds the tasks in flight), so the result depends on the seed, the batch size and the
-concurrency — not on the task runner. The progress artifact reads "Iteration 5/50 · Candle
-7,300/10,000" (candles while thread-runner tasks backtest; iterations only on Dask). A cancel
-(Prefect UI/API, SIGTERM, Ctrl+C) stops the backtests at their next chunk of candles; the flow
-still publishes the best result so far and ends Cancelled.
+concurrency — not on the task runner. The progress artifact and the terminal read "Iteration
+5/50 · Candle 7,300/10,000": thread-runner tasks count their candles into the flow's span
+directly; Dask workers publish theirs as Dask events that the flow mirrors into the same span
+while they run (:mod:`candleflow.optimize.monitor`). Stretches that are not backtests (starting
+the cluster, skopt choosing points, the report's chart) are named and keep events coming. A
+cancel (Prefect UI/API, SIGTERM, Ctrl+C) is shown where it struck and stops the backtests at
+their next block of candles (on Dask through a Dask event the batches poll); the flow still
+publishes the best result so far and ends Cancelled.
 """
 
 from __future__ import annotations

@@ -7,10 +7,11 @@ that are not backtests named and kept alive, and batches running in other proces
   a few microseconds) and about :data:`BLOCKS_PER_EVALUATION` per evaluation; results do not
   depend on the block size.
 * **Pulse** (:class:`Pulse`): a daemon thread that pokes the search's span every ``interval``
-  seconds, so events keep coming (the same figure again, never a smaller one) while nothing
-  countable moves — skopt choosing the next points, the model being updated, a Dask cluster
-  starting — and shows what it is doing with the time spent in it ("choosing next points 3/16
-  (0:04)"). When the cancel token is set it announces the cancel once
+  seconds (a quarter by default, the tracker's throttle), so events keep coming (the same
+  figure again, never a smaller one) while nothing countable moves — skopt choosing the next
+  points, the model being updated, a Dask cluster starting — and shows what it is doing with
+  the time spent in it ("choosing next points 3/16 (0:04)"); it also applies the reports of
+  remote batches. When the cancel token is set it announces the cancel once
   (:meth:`~candleflow.progress.ProgressTracker.cancel`), so displays freeze at the figure the
   cancel found rather than the one the run reaches while it saves.
 * **Remote batches**: where a batch runs in another process (a Dask worker), a
@@ -72,7 +73,7 @@ class Pulse:
         span: Span,
         *,
         token: CancelToken | None = None,
-        interval: float = 0.5,
+        interval: float = 0.25,
         hooks: Sequence[Callable[[], None]] = (),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -92,12 +93,17 @@ class Pulse:
 
     @contextlib.contextmanager
     def phase(self, text: str) -> Iterator[None]:
-        """Show ``text`` (with the time spent in it) while the block runs; "" afterwards."""
+        """Show ``text`` (with the time spent in it) while the block runs, then the phase it
+        interrupted again (e.g. "waiting for the Dask workers" after "choosing next points")."""
+        with self._lock:
+            outer = (self._text, self._since)
         self.start_phase(text)
         try:
             yield
         finally:
-            self.end_phase()
+            with self._lock:
+                self._text, self._since = outer
+            self.span.update(detail=self._detail())
 
     def start_phase(self, text: str) -> None:
         """Show ``text`` (with the time spent in it) until :meth:`end_phase` or the next phase."""

@@ -28,17 +28,23 @@ keeps every :class:`Evaluation`. Rules:
   that many at once, ``ask(n_points)``, constant-liar), so a task runner can evaluate a batch per
   task in parallel; the default in-process evaluator runs them one after the other.
 * **Progress**: given a tracker, a stage "optimize" counting iterations (unit "Iteration") whose
-  backtests open candle child spans: "Iteration 5/50 · Candle 7,300/10,000" (given a span, an
-  "optimize" child span instead). **Cancellation** (the tracker's token, or ``cancel_token``)
-  stops the running backtest at its next chunk and returns the best result so far with
-  ``cancelled=True``; an external evaluator is checked between batches. Bayesian search also
-  checks the token before and after each ask and tell and between the points of a batch, so a
-  cancel waits for at most one model refit, not a whole batch of them.
+  backtests are candle child spans counted block by block as simulated
+  (:mod:`candleflow.optimize.monitor`): "Iteration 5/50 · Candle 7,300/10,000" (given a span, an
+  "optimize" child span instead). A :class:`~candleflow.optimize.monitor.Pulse` (``pulse``, or
+  one of its own) keeps events coming at least every quarter second and names the stretches
+  that are not backtests: "preparing the model", "choosing next points 3/16", "updating the
+  model". **Cancellation** (the tracker's token, or ``cancel_token``) stops the running
+  backtest at its next block and returns the best result so far with ``cancelled=True``; the
+  cancel is announced at once (an event with ``cancelled=True`` at the figure reached), so a
+  display freezes there; an external evaluator is checked between batches. Bayesian search
+  also checks the token before and after each ask and tell and between the points of a batch,
+  so a cancel waits for at most one model refit, not a whole batch of them.
 * **Fused grid**: a grid of the built-in ``sma_cross`` evaluated in-process (no
   ``evaluate_batch``) runs through :class:`~candleflow.backtest.grid.SmaCrossGrid` — each SMA
   window once, then one compiled call per chunk of cells (``chunk_size // bars`` cells, at least
   one), with metrics equal to the per-cell path's. The iteration span advances per chunk (no
-  candle child spans) and cancellation is checked between chunks; with a split, the top results
+  candle child spans: a chunk is about a millisecond of work) and cancellation is checked
+  between chunks; with a split, the top results
   are still re-run out of sample one by one.
 * Everything is seeded by ``seed``: the same call gives the same evaluations in the same order.
 """

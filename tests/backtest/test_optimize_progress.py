@@ -43,15 +43,24 @@ def _number(text: str) -> int:
     return int(text.replace(",", ""))
 
 
-def check_events(events: Sequence[ProgressEvent], iterations: int, *, complete: bool) -> None:
+def check_rate(events: Sequence[ProgressEvent]) -> None:
+    """At least one event a second of run time (the tracker's own clock), and no silent
+    stretch beyond a generous bound (a busy machine may stall a thread now and then)."""
+    run_time = events[-1].elapsed - events[0].elapsed
+    assert len(events) - 1 >= run_time / budget(1.0), f"{len(events)} events in {run_time:.1f}s"
+    gaps = [b.elapsed - a.elapsed for a, b in itertools.pairwise(events)]
+    assert max(gaps) <= budget(2.0), f"a silent stretch of {max(gaps):.2f}s"
+
+
+def check_events(
+    events: Sequence[ProgressEvent], iterations: int, *, complete: bool, candles: int = N_BARS
+) -> None:
     """The acceptance of the optimize progress, for the events one sink saw."""
     assert events, "no events"
     percentages = [e.percentage for e in events]
     assert percentages == sorted(percentages), "the percentage went back"
     assert all(round(p, 2) == p for p in percentages)
-    # At least one event a second while the work runs (the tracker's own clock).
-    gaps = [b.elapsed - a.elapsed for a, b in itertools.pairwise(events)]
-    assert max(gaps) <= budget(1.0), f"a silent stretch of {max(gaps):.2f}s"
+    check_rate(events)
 
     optimizing = [e for e in events if e.stage == "optimize" and not e.done]
     positions = [POSITION.match(optimize_position(e)) for e in optimizing]
@@ -65,7 +74,7 @@ def check_events(events: Sequence[ProgressEvent], iterations: int, *, complete: 
         if m is not None and m.group(3) is not None
     ]
     assert any(0 < a < b for a, b in mid), f"no candle count mid-evaluation: {mid}"
-    assert all(b == N_BARS for _, b in mid)
+    assert all(b == candles for _, b in mid)
     if complete:
         assert events[-1].done and events[-1].percentage == 100.0
 
@@ -118,8 +127,7 @@ def test_a_slow_ask_is_shown_as_choosing_next_points_and_keeps_events_coming(
     assert len(choosing) >= 4, [e.detail for e in events]
     assert {e.detail.split(" (")[0] for e in choosing} >= {"choosing next points 1/2"}
     assert any("(0:0" in e.detail for e in choosing), "the time spent is shown"
-    gaps = [b.elapsed - a.elapsed for a, b in itertools.pairwise(events)]
-    assert max(gaps) <= budget(1.0)
+    check_rate(events)
     assert events[-1].percentage == 100.0
 
 
