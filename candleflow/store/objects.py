@@ -33,6 +33,7 @@ __all__ = [
     "ObjectPath",
     "PreconditionFailed",
     "StoreUnavailable",
+    "check_object_root",
     "is_object_root",
     "parse_object_root",
 ]
@@ -264,3 +265,24 @@ class ObjectClient:
                     yield ObjectInfo(str(item["Key"]), item["LastModified"])
         except (ClientError, BotoCoreError) as exc:
             raise self._read_error(prefix, exc) from exc
+
+
+def check_object_root(root: str) -> ObjectPath:
+    """``root`` parsed, after checking its bucket can be reached with the credentials given.
+
+    A malformed root is ``InvalidRequest``; a bucket that is missing, forbidden or behind an
+    endpoint that does not answer is :class:`StoreUnavailable`. For a CLI's ``--store`` check.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    parsed = parse_object_root(root)
+    client = ObjectClient(parsed)
+    try:
+        client.client.head_bucket(Bucket=parsed.bucket)
+    except ClientError as exc:
+        code = _error_code(exc)
+        reason = "no such bucket" if code in ("404", "NoSuchBucket", "NotFound") else code
+        raise StoreUnavailable(str(parsed), reason) from exc
+    except BotoCoreError as exc:
+        raise StoreUnavailable(str(parsed), type(exc).__name__) from exc
+    return parsed
