@@ -95,10 +95,30 @@ def test_dask_workers_report_candles_while_they_run(
     store: tuple[Path, int], dask_address: str, method: str
 ) -> None:
     sink = ListSink()
-    state, handle = _run(_params(store, method, dask=True, dask_address=dask_address), sink)
+    box: dict[str, Any] = {}
+    started = threading.Event()
+    params = _params(store, method, dask=True, dask_address=dask_address)
+
+    def run() -> Any:
+        with progress_context(extra_sinks=[sink]) as handle:
+            box["handle"] = handle
+            started.set()
+            return optimize(**params, return_state=True)
+
+    running = Running(run, "optimize on Dask")
+    assert started.wait(60)
+    handle = box["handle"]
+    # The progress artifact, read through the API while the workers run.
+    seen: set[float] = set()
+    while not handle.finished.is_set():
+        if handle.flow_run_id is not None:
+            seen.update(a.data for a in artifacts(handle.flow_run_id))
+        handle.finished.wait(0.2)
+    state = running.result(600, "optimize on Dask")
     assert state.is_completed(), state
     check_events(sink.events, 4, complete=True, candles=store[1])
     assert artifacts(handle.flow_run_id)[0].data == 100
+    assert any(2.0 < value < 97.0 for value in seen), f"the artifact never moved mid-run: {seen}"
 
 
 def _cancel_mid_evaluation(handle_box: dict[str, Any]) -> Any:
