@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -123,3 +124,39 @@ def test_a_writer_killed_mid_commit_leaves_the_previous_version_and_the_next_run
     left = [i.key for i in store.client.list(f"{store.root.key}/") if i.key.endswith(".parquet")]
     current = store.partitions(writer.SOURCE, writer.SYMBOL, writer.CRASH_TF)
     assert left == [getattr(p, "key", None) for p in current]
+
+
+def test_four_worker_processes_backfilling_different_series_complete_every_one(
+    s3_root: str, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    from tests.store.load_worker import load
+
+    symbols = ["AAPL", "MSFT", "SPY", "EURUSD=X"]
+    timeframes = ["1d", "1h", "15m"]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.store.load_worker", s3_root, symbol, *timeframes],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for symbol in symbols
+    ]
+    for worker in workers:
+        stdout, stderr = worker.communicate()
+        assert worker.returncode == 0 and stdout.strip() == "done", stderr
+    shared = BarStore(s3_root)
+    local = BarStore(tmp_path / "serial")
+    for symbol in symbols:
+        for tf in timeframes:
+            load(str(local.root), symbol, tf)
+    assert shared.series() == local.series()
+    assert len(shared.series()) == len(symbols) * len(timeframes)
+    for source, symbol, tf in local.series():
+        pd.testing.assert_frame_equal(
+            shared.read(source, symbol, tf), local.read(source, symbol, tf)
+        )
+        assert shared.read_meta(source, symbol, tf)["rows"] == len(local.read(source, symbol, tf))
