@@ -467,8 +467,8 @@ def load_series(
     saved (``cancelled``); a segment that failed after its retries is reported
     (``failed_segments``); neither raises here — :meth:`LoadSummary.raise_for_outcome` does.
     The series metadata gets the alignment, head timestamp, last fetch, API calls (every source
-    request of this load) and fetch duration, what the source records of the series (a file's
-    name, layout and time zone), and after a clean load the completed range. The tracker
+    request of this load) and fetch duration, the instrument as the source resolved it, what
+    the source records of the series (a file's name, layout and time zone), and after a clean load the completed range. The tracker
     completes unless the load was cancelled or fetched nothing.
 
     A finite source (a file: it has a ``tail_timestamp``) bounds the load to ``[head, tail]``:
@@ -531,6 +531,7 @@ def load_series(
             "api_calls": source.api_calls - calls_before,
             "fetch_duration_s": round(fetch_s, 3),
         }
+        meta["instrument"] = instrument.to_meta()  # the qualified contract, as resolved
         meta.update(series_meta(source, instrument, request.timeframe))
         if not cancelled and not fetched.errors:
             meta.update(completed.after(plan).to_meta())
