@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from pathlib import Path
 from types import FrameType
 from typing import Annotated
 
@@ -50,20 +51,37 @@ def ib_sim(
         bool, typer.Option("--no-pacing", help="Do not enforce IB's pacing rules.")
     ] = False,
     delay: Annotated[float, typer.Option(help="Seconds before each historical answer.")] = 0.0,
+    symbols: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="Instrument directory CSV added to the shipped one (columns as "
+            "candleflow/ibsim/instruments.csv).",
+        ),
+    ] = None,
+    replace_symbols: Annotated[
+        bool,
+        typer.Option("--replace-symbols", help="Serve only the instruments of --symbols FILE."),
+    ] = False,
 ) -> int:
     """Run the offline IB Gateway simulator (TWS API v176) until Ctrl+C or SIGTERM.
 
     Real ib_async/ib_insync clients connect to it unchanged.
     It serves the synthetic bars of --seed and enforces IB's pacing (scaled by --time-scale).
     """
-    from candleflow.ibsim import Faults, IBSimulator
+    from candleflow.ibsim import Faults, IBSimulator, load_directory
 
     if not 0 <= port <= 65535:
         raise InvalidRequest(f"--port must be 0-65535 (0 picks a free port), got {port}")
     if fail_after is not None and fail_after < 0:
         raise InvalidRequest(f"--fail-after must be >= 0 requests, got {fail_after}")
+    if replace_symbols and symbols is None:
+        raise InvalidRequest("--replace-symbols needs --symbols FILE: the instruments to serve")
+    directory = load_directory(symbols, replace=replace_symbols)
     faults = Faults(drop_after=fail_after, stay_down=stay_down, delay=delay)
-    sim = IBSimulator(host, port, seed, time_scale, not no_pacing, faults=faults)
+    sim = IBSimulator(
+        host, port, seed, time_scale, not no_pacing, faults=faults, directory=directory
+    )
     if threading.current_thread() is not threading.main_thread():
         raise CandleflowError("ib-sim must run in the main thread (it stops on signals)")
     previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}

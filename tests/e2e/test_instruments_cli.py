@@ -62,11 +62,12 @@ def test_a_malformed_spec_exits_2_before_asking_the_gateway(
     assert sim.stats.contract_requests == 0
 
 
-def test_the_simulators_own_cli_serves_a_symbols_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", [["candleflow.ibsim"], ["candleflow", "ib-sim"]])
+def test_the_simulators_cli_serves_a_symbols_file(tmp_path: Path, command: list[str]) -> None:
     symbols = tmp_path / "symbols.csv"
     symbols.write_text("symbol,sec_type,primary_exchange,long_name\nXQZTV,STK,NYSE,JUNK CORP\n")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "candleflow.ibsim", "--port", "0", "--time-scale", str(SCALE),
+        [sys.executable, "-m", *command, "--port", "0", "--time-scale", str(SCALE),
          "--symbols", str(symbols), "--replace-symbols"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
