@@ -323,6 +323,10 @@ def optimize(
                 base_estimator=base_estimator, timeframe=tf.name, evaluate_batch=evaluator,
                 cancel_token=run.token, pulse=pulse,
             )  # fmt: skip
+            # What was simulated (memo hits are iterations without a backtest): the end line.
+            run.tracker.set_counter("iterations", result.iterations)
+            per_evaluation = split_bar if split_bar is not None else len(bars)
+            run.tracker.set_counter("candles", len(evaluator.evaluated) * per_evaluation)
         summary = _summarise(result, name, tf.name, dims, evaluator.tasks)
         if result.best is not None:
             with contextlib.ExitStack() as stack:

@@ -119,6 +119,10 @@ def _format(value: object, digits: int = 4) -> str:
 # ----------------------------------------------------------------------------- optimize
 
 
+#: Terminal columns from which the line shows the run's name and a long bar.
+_WIDE = 110
+
+
 class OptimizeDisplay:
     """One line for an optimization, in the seed's shape: the bar, the percentage with two
     decimals, "Iteration 10/20 · Candle 7,300/10,000" (or what the search is doing between
@@ -131,9 +135,12 @@ class OptimizeDisplay:
     def __init__(self, console: Console) -> None:
         from candleflow.progress.display import FittedTextColumn
 
+        # On a narrow terminal (80 columns) the position must still fit whole: a short label
+        # and bar leave it the room ("optimize ━━━━━━━━━━  22.27% Iteration 10/20 · Candle …").
+        self._narrow = console.width < _WIDE
         self.progress = Progress(
             TextColumn("{task.description}", markup=False),
-            BarColumn(bar_width=24),
+            BarColumn(bar_width=10 if self._narrow else 24),
             TextColumn("{task.fields[pct]}", markup=False, justify="right", style="cyan"),
             FittedTextColumn("{task.fields[position]}"),
             TextColumn("{task.fields[eta]}", markup=False, style="magenta"),
@@ -153,9 +160,8 @@ class OptimizeDisplay:
     def __call__(self, event: ProgressEvent) -> None:
         with self._lock:
             if self._task is None:
-                self._task = self.progress.add_task(
-                    event.operation, total=100.0, pct="", position="", eta=""
-                )
+                label = "optimize" if self._narrow else event.operation
+                self._task = self.progress.add_task(label, total=100.0, pct="", position="", eta="")
             task = self._task
             if event.cancelled and self._frozen is None:
                 self._frozen = (event.percentage, _position(event))
@@ -177,7 +183,12 @@ def _position(event: ProgressEvent) -> str:
     from candleflow.progress.wording import STAGE_VERBS, optimize_position
 
     if event.done:
-        return "done"
+        done = [
+            f"{event.counters[name]:,} {name if event.counters[name] != 1 else name[:-1]}"
+            for name in ("iterations", "candles")
+            if name in event.counters
+        ]
+        return " · ".join(["done", *done])
     if event.stage == "optimize":
         return optimize_position(event)
     if not event.stage:

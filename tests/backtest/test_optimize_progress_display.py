@@ -18,8 +18,8 @@ def _event(percentage: float, **fields: object) -> ProgressEvent:
     return ProgressEvent(operation=OPERATION, percentage=percentage, **fields)  # type: ignore[arg-type]
 
 
-def _render(events: list[ProgressEvent]) -> tuple[OptimizeDisplay, str]:
-    console = Console(file=io.StringIO(), width=160, record=True, force_terminal=False)
+def _render(events: list[ProgressEvent], width: int = 160) -> tuple[OptimizeDisplay, str]:
+    console = Console(file=io.StringIO(), width=width, record=True, force_terminal=False)
     with OptimizeDisplay(console) as display:
         for event in events:
             display(event)
@@ -71,3 +71,26 @@ def test_a_cancel_keeps_the_figure_and_position_where_it_struck() -> None:
     assert task.completed == 22.27 and task.fields["pct"].strip() == "22.27%"
     assert task.fields["position"].startswith("Iteration 7/30 · Candle 12,288/48,360 · cancelled")
     assert "97.00%" not in text and "report" not in text
+
+
+def test_the_end_says_what_was_simulated() -> None:
+    done = _event(100.0, stage="report", done=True, elapsed=32.0,
+                  counters={"iterations": 30, "candles": 1_450_800})  # fmt: skip
+    _, text = _render([done])
+    assert "100.00% done · 30 iterations · 1,450,800 candles" in text and "took 0:32" in text
+
+
+def test_an_80_column_terminal_still_shows_the_whole_position() -> None:
+    running = _event(
+        22.27,
+        stage="optimize",
+        items_done=9,
+        items_total=20,
+        eta=12.0,
+        parent_position="Iteration 10/20",
+        child_position="Candle 7,300/10,000",
+    )
+    _, text = _render([running], width=80)
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1 and len(lines[0]) <= 80, text
+    assert "22.27% Iteration 10/20 · Candle 7,300/10,000 ETA 0:12" in lines[0]
