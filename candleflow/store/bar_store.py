@@ -280,6 +280,23 @@ class BarStore:
         tf = parse_timeframe(timeframe)
         return self._series_path(source, symbol, tf), tf
 
+    def _resolve_current(
+        self, source: str, symbol: str, timeframe: str | Timeframe
+    ) -> tuple[Path, Timeframe]:
+        """:meth:`_resolve`, refusing a series still in the first layout (unmigrated): reading
+        it as empty would make a load fetch its whole history again."""
+        series_dir, tf = self._resolve(source, symbol, timeframe)
+        old = self._path / "bars" / source / symbol / tf.name
+        if old.is_dir():
+            raise InvalidRequest(
+                f"store {self._path} holds {source}/{symbol}/{tf.name} in the first layout "
+                f"({old}); move the store to the key=value layout once with "
+                f"`candleflow store migrate --store {self._path}`",
+                "store",
+                str(self._path),
+            )
+        return series_dir, tf
+
     def partitions(
         self, source: str, symbol: str, timeframe: str | Timeframe
     ) -> Sequence[StorePath]:
@@ -370,7 +387,7 @@ class BarStore:
         stored there. ``start``/``end`` must be tz-aware. A partition that cannot be read raises
         ``StoreCorrupted`` naming it.
         """
-        series_dir, tf = self._resolve(source, symbol, timeframe)
+        series_dir, tf = self._resolve_current(source, symbol, timeframe)
         lo = None if start is None else parse_timestamp(start, what="start", naive_tz=None)
         hi = None if end is None else parse_timestamp(end, what="end", naive_tz=None)
         if lo is not None and hi is not None and lo > hi:
@@ -427,7 +444,7 @@ class BarStore:
 
     def read_meta(self, source: str, symbol: str, timeframe: str | Timeframe) -> dict[str, object]:
         """The series' ``_meta.json`` as a dict, ``{}`` if absent; unreadable: StoreCorrupted."""
-        series_dir, _ = self._resolve(source, symbol, timeframe)
+        series_dir, _ = self._resolve_current(source, symbol, timeframe)
         return self._load_meta(series_dir / META_FILE)
 
     def update_meta(
@@ -437,7 +454,7 @@ class BarStore:
 
         Timestamps become ISO strings, timedeltas seconds, objects with ``to_dict()`` their dicts.
         """
-        series_dir, tf = self._resolve(source, symbol, timeframe)
+        series_dir, tf = self._resolve_current(source, symbol, timeframe)
         with self.lock(source, symbol, tf):
             path = series_dir / META_FILE
             meta = self._load_meta(path)
@@ -489,7 +506,7 @@ class BarStore:
         touched — and ``_meta.json`` gets ``meta`` merged in plus ``rows``, ``first``, ``last``
         and ``updated_at``. Empty ``bars`` is a no-op.
         """
-        series_dir, tf = self._resolve(source, symbol, timeframe)
+        series_dir, tf = self._resolve_current(source, symbol, timeframe)
         series = f"{source}/{symbol}/{tf.name}"
         if isinstance(bars, pd.DataFrame) and len(bars) == 0:
             total = sum(self._row_count(p) for p in find_partitions(series_dir, tf).values())
