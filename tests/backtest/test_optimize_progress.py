@@ -18,6 +18,8 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from candleflow.optimize.monitor import MIN_BLOCK, BatchMeter, RemoteBatches, candle_block
 from candleflow.optimize.search import optimize
@@ -215,3 +217,44 @@ def test_a_batch_meter_publishes_changes_and_polls_its_cancel() -> None:
     assert messages[0] == _message("7", 1, 0, 0, 0)
     assert messages[-1]["finished"] == 1 and messages[-1]["total"] == 0
     assert [m["seq"] for m in messages] == sorted({m["seq"] for m in messages})
+
+
+@given(st.data())
+@settings(max_examples=60, deadline=None)
+def test_the_mirror_never_goes_back_and_settles_exactly(data: st.DataObject) -> None:
+    """Batches' messages in any order (late, repeated, after the result) and results in any
+    order: the iteration count only grows and ends at what the results say."""
+    sizes = data.draw(st.lists(st.integers(1, 4), min_size=1, max_size=3), label="batch sizes")
+    candles = 100
+    messages: list[dict[str, Any]] = []
+    for b, size in enumerate(sizes):
+        seq = 0
+        for finished in range(size + 1):
+            for done in (0, 50, 100) if finished < size else (0,):
+                seq += 1
+                total = candles if finished < size else 0
+                messages.append(_message(str(b), seq, finished, done if total else 0, total))
+    stream = data.draw(st.permutations(messages), label="message order")
+    results = data.draw(st.permutations(list(enumerate(sizes))), label="result order")
+    settle_at = sorted(data.draw(st.lists(st.integers(0, len(stream)), min_size=len(sizes),
+                                          max_size=len(sizes))))  # fmt: skip
+
+    sink = ListSink()
+    tracker = ProgressTracker("mirror", [sink], stages=[("optimize", 1.0)], min_interval=0)
+    with tracker.stage("optimize", total=sum(sizes), unit="Iteration") as span:
+        remote = RemoteBatches(span)
+        counts = [0]
+        pending = list(results)
+        for k, message in enumerate(stream):
+            while pending and settle_at[len(results) - len(pending)] <= k:
+                batch, size = pending.pop(0)
+                remote.settle(str(batch), size)
+            remote.receive(message)
+            remote.pump()
+            counts.append(span.done)
+        for batch, size in pending:
+            remote.settle(str(batch), size)
+        counts.append(span.done)
+    assert counts == sorted(counts)
+    assert counts[-1] == sum(sizes)
+    assert sink.percentages == sorted(sink.percentages)
