@@ -66,11 +66,6 @@ def test_a_mixed_universe_backfills_completely_in_one_run_without_pacing_violati
     assert bars.read("ib", "EUR.USD", "1h")["volume"].isna().all()  # MIDPOINT: no volume
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="candleflow/loading/pipeline.py must add 'instrument': instrument.to_meta() to the "
-    "series metadata it writes (load_series); remove this mark when it does",
-)
 def test_each_series_metadata_shows_its_qualified_contract(
     mixed_run: tuple[Any, SimStats, Path],
 ) -> None:
