@@ -219,10 +219,12 @@ def plan_segments(
     """Stage 5: IB-compliant requests for the gaps this mode fills, in the mode's order.
 
     ``completed`` is the series' cleanly loaded range (:func:`read_completed`); without it
-    every missing gap is planned.
+    every missing gap is planned. A request bounded to a finite source fills every gap in it,
+    whatever the mode: importing a file of older bars than those stored is not a "tail".
     """
     done = completed or Completed()
-    gaps = gaps_for_mode(plan.report.gaps, request.mode, done.start, done.end)
+    mode = LoadMode.FULL if request.finite else request.mode
+    gaps = gaps_for_mode(plan.report.gaps, mode, done.start, done.end)
     grid = expected_bars(
         request.calendar, request.timeframe, plan.start, plan.end, align=request.grid_align
     )
@@ -468,8 +470,9 @@ def load_series(
     (``failed_segments``); neither raises here — :meth:`LoadSummary.raise_for_outcome` does.
     The series metadata gets the alignment, head timestamp, last fetch, API calls (every source
     request of this load) and fetch duration, the instrument as the source resolved it, what
-    the source records of the series (a file's name, layout and time zone), and after a clean load the completed range. The tracker
-    completes unless the load was cancelled or fetched nothing.
+    the source records of the series (a file's name, layout and time zone), and after a clean
+    load the completed range. The tracker completes unless the load was cancelled or fetched
+    nothing.
 
     A finite source (a file: it has a ``tail_timestamp``) bounds the load to ``[head, tail]``:
     unset dates take its own range and one request covers it all. A range that ends before the

@@ -59,6 +59,9 @@ class LoadRequest:
     #: The longest span one source request may cover (``None``: the timeframe's IB maximum);
     #: a finite source is read in one pass (:meth:`within`).
     max_span: pd.Timedelta | None = None
+    #: Bounded to what a finite source holds (:meth:`within`): every gap in it is filled,
+    #: whatever the mode (an import of older bars than those stored is not a "tail").
+    finite: bool = False
 
     @classmethod
     def parse(
@@ -100,10 +103,12 @@ class LoadRequest:
 
     def within(self, first: pd.Timestamp, end: pd.Timestamp) -> LoadRequest:
         """This request for a finite source holding the bars of ``[first, end)``: the range is
-        clipped to it (an unset bound takes the source's own), and one request covers it all."""
+        clipped to it (an unset bound takes the source's own), one request covers it all, and
+        every gap in it is filled whatever the mode."""
         lo = first if self.start is None else max(self.start, first)
         hi = end if self.end is None else min(self.end, end)
-        return replace(self, start=lo, end=max(lo, hi), max_span=max(end - first, _DAY))
+        span = max(end - first, _DAY)
+        return replace(self, start=lo, end=max(lo, hi), max_span=span, finite=True)
 
 
 _DAY = pd.Timedelta(days=1)

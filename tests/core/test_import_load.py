@@ -195,3 +195,13 @@ def test_an_import_range_starting_mid_session_is_shown_from_its_first_bar() -> N
 
     shown = exchange_range("2004-07-20T19:40:00+00:00", "2024-12-31T21:00:00+00:00", "XNYS")
     assert shown == "2004-07-20 15:40 → 2024-12-31 16:00 America/New_York"
+
+
+def test_an_older_file_after_a_newer_one_imports_in_the_default_mode(tmp_path: Path) -> None:
+    store = BarStore(tmp_path / "store")
+    newer = daily_file(tmp_path, ["2016-01-04,10,11,9,10.5,10.4,100"])
+    run_load(LoadRequest.parse("SPX", "1d"), FileSource(newer), store, now=NOW)
+    (tmp_path / "older").mkdir()
+    older = daily_file(tmp_path / "older", ["2015-01-02,10,11,9,10.5,10.4,100"])
+    summary = run_load(LoadRequest.parse("SPX", "1d"), FileSource(older), store, now=NOW)
+    assert (summary.rows_added, summary.rows_after, summary.failed_segments) == (1, 2, ())
