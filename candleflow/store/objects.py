@@ -131,7 +131,9 @@ class ObjectInfo:
 
 
 @functools.cache
-def _client_for(endpoint: str | None, region: str | None, pid: int) -> S3Client:
+def _client_for(
+    endpoint: str | None, region: str | None, pid: int, identity: tuple[str | None, ...]
+) -> S3Client:
     import boto3
     from botocore.config import Config
 
@@ -172,7 +174,10 @@ class ObjectClient:
     @property
     def client(self) -> S3Client:
         # One client per process and endpoint (clients are thread-safe but do not survive a fork).
-        return _client_for(self._endpoint, self._region, os.getpid())
+        # Keyed by the credentials' names too, so a process that switches identity gets a client
+        # that signs with the new one.
+        identity = tuple(os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_PROFILE"))
+        return _client_for(self._endpoint, self._region, os.getpid(), identity)
 
     def _read_error(self, key: str, exc: Exception) -> CandleflowError:
         code = _error_code(exc) or type(exc).__name__

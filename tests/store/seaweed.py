@@ -23,6 +23,9 @@ from typing import Any
 
 ACCESS_KEY = "candleflow-test"
 SECRET_KEY = "candleflow-test-secret"
+#: A second identity that may only read and list: writes with it are refused (403).
+READER_KEY = "candleflow-reader"
+READER_SECRET = "candleflow-reader-secret"
 _PORT_NAMES = (
     "master.port",
     "master.port.grpc",
@@ -102,7 +105,12 @@ class SeaweedServer:
             "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
             "actions": ["Admin", "Read", "List", "Tagging", "Write"],
         }
-        config.write_text(json.dumps({"identities": [identity]}))
+        reader = {
+            "name": "reader",
+            "credentials": [{"accessKey": READER_KEY, "secretKey": READER_SECRET}],
+            "actions": ["Read", "List"],
+        }
+        config.write_text(json.dumps({"identities": [identity, reader]}))
         self.ports = dict(zip(_PORT_NAMES, _free_ports(len(_PORT_NAMES)), strict=True))
         args = [
             binary,

@@ -3,14 +3,16 @@ local root, the manifest commit protocol, and garbage collection."""
 
 from __future__ import annotations
 
+import errno
+
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from candleflow.errors import InvalidBars, InvalidRequest
+from candleflow.errors import InvalidBars, InvalidRequest, StoreWriteFailed
 from candleflow.store.bar_store import BarStore
 from candleflow.store.object_store import ObjectBarStore
-from candleflow.store.objects import ObjectPath
+from candleflow.store.objects import ObjectPath, StoreUnavailable, check_object_root
 from tests.core.conftest import ramp_bars
 
 
@@ -111,3 +113,38 @@ def test_partition_files_hold_no_column_named_like_a_layout_key(s3_store: BarSto
 
     names = pq.read_schema(pa.BufferReader(found[0])).names
     assert names == ["timestamp", "open", "high", "low", "close", "volume"]
+
+
+def test_a_refused_write_is_store_write_failed_and_keeps_the_data(
+    s3_store: BarStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.store.seaweed import READER_KEY, READER_SECRET
+
+    s3_store.write("ib", "AAPL", "1h", ramp_bars(_index("2024-01-01", 24, "1h")))
+    bars = s3_store.read("ib", "AAPL", "1h")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", READER_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", READER_SECRET)
+    reader = BarStore(str(s3_store.root))
+    pd.testing.assert_frame_equal(reader.read("ib", "AAPL", "1h"), bars, check_freq=False)
+    with pytest.raises(StoreWriteFailed) as caught:
+        reader.write("ib", "AAPL", "1h", bars.assign(volume=1.0))
+    assert str(s3_store.root) in str(caught.value) and caught.value.errno == errno.EACCES
+    assert "unchanged" in str(caught.value)
+    monkeypatch.undo()
+    pd.testing.assert_frame_equal(s3_store.read("ib", "AAPL", "1h"), bars, check_freq=False)
+
+
+def test_an_endpoint_that_does_not_answer_is_store_unavailable(
+    s3_root: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.conftest import free_port
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    store = BarStore(s3_root)
+    with pytest.raises(StoreUnavailable, match="AWS_ENDPOINT_URL"):
+        store.read("ib", "AAPL", "1h")
+    with pytest.raises(StoreUnavailable):
+        check_object_root(s3_root)
+    with pytest.raises(StoreUnavailable):  # a write starts by reading the manifest
+        store.write("ib", "AAPL", "1h", ramp_bars(_index("2024-01-01", 2, "1h")))
