@@ -4,6 +4,7 @@ local root, the manifest commit protocol, and garbage collection."""
 from __future__ import annotations
 
 import errno
+from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -148,3 +149,16 @@ def test_an_endpoint_that_does_not_answer_is_store_unavailable(
         check_object_root(s3_root)
     with pytest.raises(StoreUnavailable):  # a write starts by reading the manifest
         store.write("ib", "AAPL", "1h", ramp_bars(_index("2024-01-01", 2, "1h")))
+
+
+def test_report_files_go_beside_the_bars_on_either_root(s3_root: str, tmp_path: Path) -> None:
+    from candleflow.store.files import get_file, put_file
+
+    for root in (s3_root, str(tmp_path)):
+        where = put_file(root, "reports/optimize/AAPL/1h/run.html", b"<html>1</html>")
+        assert where.startswith(root) and where.endswith("reports/optimize/AAPL/1h/run.html")
+        put_file(root, "reports/optimize/AAPL/1h/run.html", b"<html>2</html>")
+        assert get_file(root, "reports/optimize/AAPL/1h/run.html") == b"<html>2</html>"
+        assert get_file(root, "reports/none.png") is None
+        with pytest.raises(InvalidRequest):
+            put_file(root, "../escape.html", b"")
