@@ -27,7 +27,7 @@ from prefect.cache_policies import NO_CACHE
 from candleflow.backtest import BacktestConfig, BacktestResult, Metrics, PreparedBars
 from candleflow.errors import Cancelled, NoData
 from candleflow.optimize.evaluate import evaluate_params
-from candleflow.optimize.monitor import BatchMeter
+from candleflow.optimize.monitor import BatchMeter, Pulse
 from candleflow.optimize.reports import ReportFiles, write_report
 from candleflow.store.bar_store import BarStore
 from tasks.progress import current_run
@@ -60,7 +60,8 @@ class BatchOutcome:
 @task(cache_policy=NO_CACHE)
 def read_bars(store: str, source: str, symbol: str, timeframe: str) -> pd.DataFrame:
     """The stored bars of the series; NoData (saying how to load them) when there are none."""
-    with current_run().tracker.stage("read_bars"):
+    run = current_run()
+    with run.tracker.stage("read_bars") as stage, Pulse(stage, token=run.token):
         bars = BarStore(store).read(source, symbol, timeframe)
     if len(bars) < 2:
         raise NoData(
