@@ -103,7 +103,7 @@ class TaskBatchEvaluator:
             return []
         k = max(-(-n // self.batch_size), min(self.concurrency, n))
         bounds = [round(i * n / k) for i in range(k + 1)]
-        ids = [str(self.tasks + k) for k in range(k)]
+        ids = [str(self.tasks + j) for j in range(k)]
         futures = [
             self.submit(param_sets[lo:hi], batch)
             for (lo, hi), batch in zip(itertools.pairwise(bounds), ids, strict=True)
