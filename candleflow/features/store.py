@@ -50,7 +50,7 @@ from candleflow.store.atomic import atomic_write, make_dirs, write_refusals
 from candleflow.store.bar_store import BarStore, StorePath
 from candleflow.store.manifest import ObjectSeries, PartitionEntry, retry_commits
 from candleflow.store.object_store import ObjectBarStore
-from candleflow.store.objects import ObjectPath
+from candleflow.store.objects import ObjectPath, PreconditionFailed
 from candleflow.store.partitions import (
     PartitionKey,
     clean_temp_files,
@@ -289,7 +289,8 @@ class _ObjectFiles:
         entries = {k: PartitionEntry(files[k], tables[k].num_rows) for k in sorted(files)}
         try:
             self.manifest = self.series.commit(self.manifest, entries, removed)
-        except BaseException:
+        except PreconditionFailed:
+            # Lost for certain; any other failure may have committed, so the sweep decides.
             self.series.discard(list(files.values()))
             raise
         paths = {k: str(self.series.path(f)) for k, f in files.items()}

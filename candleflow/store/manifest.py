@@ -25,7 +25,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -244,15 +244,16 @@ class ObjectSeries:
         self,
         old: Manifest,
         partitions: Mapping[PartitionKey, PartitionEntry],
-        removed: set[PartitionKey] = frozenset(),  # type: ignore[assignment]
+        removed: Collection[PartitionKey] = (),
         meta: Mapping[str, object] | None = None,
     ) -> Manifest:
         """Replace ``old`` by a manifest with ``partitions`` set, ``removed`` dropped and
         ``meta`` as the metadata (``None``: unchanged), conditionally on ``old`` being current.
 
         Raises :class:`PreconditionFailed` when another commit came first (nothing is changed;
-        the caller discards its uploads and starts over). Afterwards deletes the files retired
-        longer than the grace period ago.
+        the caller discards its uploads and starts over); any other error leaves it open whether
+        the commit happened (the caller must not delete what it uploaded). Afterwards deletes
+        the files retired longer than the grace period ago.
         """
         now = _now()
         new = Manifest(
@@ -279,14 +280,21 @@ class ObjectSeries:
             orphans = self._orphans(new, cutoff)
             new.swept_at = stamp
         data = new.to_json()
-        if old.etag is None:
+        try:
             new.etag = self.client.put(
-                self.manifest_path.key, data, if_absent=True, content_type="application/json"
+                self.manifest_path.key,
+                data,
+                if_match=old.etag,
+                if_absent=old.etag is None,
+                content_type="application/json",
             )
-        else:
-            new.etag = self.client.put(
-                self.manifest_path.key, data, if_match=old.etag, content_type="application/json"
-            )
+        except PreconditionFailed:
+            # The client retries a put whose answer got lost; if the first try went through,
+            # the retry fails its condition on our own manifest: that is a win, not a loss.
+            latest = self.load()
+            if latest.commit != new.commit:
+                raise
+            new.etag = latest.etag
         garbage = expired + orphans
         if garbage:
             logger.debug("%s: deleting %d old file(s)", self, len(garbage))

@@ -48,7 +48,12 @@ from candleflow.store.manifest import (
     json_meta,
     retry_commits,
 )
-from candleflow.store.objects import ObjectClient, ObjectPath, parse_object_root
+from candleflow.store.objects import (
+    ObjectClient,
+    ObjectPath,
+    PreconditionFailed,
+    parse_object_root,
+)
 from candleflow.store.partitions import (
     PartitionKey,
     partition_bounds,
@@ -292,7 +297,9 @@ class ObjectBarStore(BarStore):
             }
             try:
                 committed = series.commit(old, entries, meta=new_meta)
-            except BaseException:
+            except PreconditionFailed:
+                # Lost for certain (commit re-checks an ambiguous answer): the uploads are
+                # nobody's. Any other failure may have committed: leave them to the sweep.
                 series.discard(list(files.values()))
                 raise
             written = tuple(str(series.path(files[k])) for k in sorted(files))

@@ -162,3 +162,28 @@ def test_report_files_go_beside_the_bars_on_either_root(s3_root: str, tmp_path: 
         assert get_file(root, "reports/none.png") is None
         with pytest.raises(InvalidRequest):
             put_file(root, "../escape.html", b"")
+
+
+def test_a_commit_whose_answer_was_lost_counts_as_done_and_keeps_its_files(
+    s3_store: BarStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from candleflow.store.objects import ObjectClient, PreconditionFailed
+
+    bars = ramp_bars(_index("2024-01-01", 30, "1h"))
+    s3_store.write("ib", "AAPL", "1h", bars)
+    real_put = ObjectClient.put
+    lost = {"n": 0}
+
+    def put_then_lose_the_answer(self: ObjectClient, key: str, data: bytes, **kw: object) -> str:
+        etag = real_put(self, key, data, **kw)  # type: ignore[arg-type]
+        if key.endswith("_manifest.json") and not lost["n"]:
+            lost["n"] += 1  # as a retry after a lost answer sees it: our own manifest is there
+            raise PreconditionFailed(key)
+        return etag
+
+    monkeypatch.setattr(ObjectClient, "put", put_then_lose_the_answer)
+    result = s3_store.write("ib", "AAPL", "1h", bars.assign(volume=3.0))
+    monkeypatch.undo()
+    assert lost["n"] == 1 and result.rows_after == 30
+    got = s3_store.read("ib", "AAPL", "1h")  # every file the manifest names is there
+    assert (got["volume"] == 3.0).all() and len(got) == 30
