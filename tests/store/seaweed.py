@@ -9,6 +9,7 @@ holds the ``AWS_*`` variables a client (or a subprocess) needs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -181,3 +182,25 @@ class SeaweedServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def main() -> int:
+    """``python -m tests.store.seaweed [BUCKET]``: a loopback S3 server for trying an s3:// store
+    by hand; prints the environment to export, serves until Ctrl+C, then throws its data away."""
+    import tempfile
+
+    bucket = sys.argv[1] if len(sys.argv) > 1 else "candleflow"
+    with tempfile.TemporaryDirectory() as tmp, SeaweedServer(Path(tmp)) as server:
+        server.create_bucket(bucket)
+        for key, value in server.env.items():
+            print(f"export {key}={value}")
+        print(f"# then e.g.: candleflow load AAPL --store s3://{bucket}/demo", flush=True)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop weed on TERM too
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                signal.pause()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
