@@ -4,17 +4,21 @@ local root, the manifest commit protocol, and garbage collection."""
 from __future__ import annotations
 
 import errno
+import uuid
 from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from candleflow.errors import InvalidBars, InvalidRequest, StoreWriteFailed
 from candleflow.store.bar_store import BarStore
 from candleflow.store.object_store import ObjectBarStore
 from candleflow.store.objects import ObjectPath, StoreUnavailable, check_object_root
 from tests.core.conftest import ramp_bars
+from tests.store.seaweed import SeaweedServer
 
 
 def _index(start: str, periods: int, freq: str) -> pd.DatetimeIndex:
@@ -187,3 +191,51 @@ def test_a_commit_whose_answer_was_lost_counts_as_done_and_keeps_its_files(
     assert lost["n"] == 1 and result.rows_after == 30
     got = s3_store.read("ib", "AAPL", "1h")  # every file the manifest names is there
     assert (got["volume"] == 3.0).all() and len(got) == 30
+
+
+_DAYS = pd.date_range("2019-12-20", "2021-01-10", freq="1D", tz="UTC")
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    batches=st.lists(
+        st.tuples(st.integers(0, len(_DAYS) - 1), st.integers(1, 40), st.integers(1, 2**31 - 1)),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_the_object_store_matches_a_dict_model(
+    s3_server: object, batches: list[tuple[int, int, int]]
+) -> None:
+    from tests.core.store_writer import make_bars
+
+    model: dict[pd.Timestamp, tuple[float, ...]] = {}
+    store = BarStore(f"s3://candleflow/model-{uuid.uuid4().hex[:12]}", gc_grace=0)
+    for offset, length, version in batches:
+        bars = make_bars(_DAYS[offset : offset + length], version)
+        new = sum(ts not in model for ts in bars.index)
+        result = store.write("synthetic", "M", "1d", bars)
+        model.update({ts: tuple(row) for ts, row in zip(bars.index, bars.to_numpy(), strict=True)})
+        assert (result.rows_added, result.rows_after) == (new, len(model))
+    got = store.read("synthetic", "M", "1d")
+    assert list(got.index) == sorted(model)
+    assert [tuple(row) for row in got.to_numpy()] == [model[ts] for ts in sorted(model)]
+    assert store.read_meta("synthetic", "M", "1d")["rows"] == len(model)
+    years = sorted({ts.year for ts in model})
+    assert [
+        str(p).rsplit("/", 1)[-1].split(".")[0] for p in store.partitions("synthetic", "M", "1d")
+    ] == [f"year={y}" for y in years]
+    assert len(_parquet_files(store)) == len(years)  # grace 0: every replaced file is gone
+
+
+def test_a_root_that_is_a_whole_bucket(s3_server: SeaweedServer) -> None:
+    bucket = f"whole-{uuid.uuid4().hex[:8]}"
+    s3_server.create_bucket(bucket)
+    store = BarStore(f"s3://{bucket}")
+    bars = ramp_bars(_index("2024-01-01", 10, "1h"))
+    store.write("ib", "AAPL", "1h", bars)
+    assert store.series() == [("ib", "AAPL", "1h")]
+    assert str(store.series_dir("ib", "AAPL", "1h")) == (
+        f"s3://{bucket}/bars/source=ib/symbol=AAPL/timeframe=1h"
+    )
+    assert len(store.read("ib", "AAPL", "1h")) == 10
