@@ -71,3 +71,24 @@ def test_features_and_a_backtest_on_s3_equal_those_on_a_local_root(
     s3_result = run_backtest(s3_store.read("synthetic", "AAPL", "1h"), "sma_cross", params)
     local_result = run_backtest(local_store.read("synthetic", "AAPL", "1h"), "sma_cross", params)
     assert s3_result.metrics == local_result.metrics
+
+
+def test_a_series_is_described_alike_on_s3_and_locally(
+    s3_store: BarStore, local_store: BarStore
+) -> None:
+    from candleflow.store.inspect import describe_series, render_text
+
+    reports = []
+    for store in (s3_store, local_store):
+        _load(store, "full", "2024-02-15")
+        reports.append(describe_series(store, "synthetic", "AAPL", "1h", now=NOW).to_dict())
+    s3_report, local_report = reports
+    s3_parts, local_parts = s3_report.pop("partitions"), local_report.pop("partitions")
+    for report in reports:
+        for timing in ("updated_at", "fetch_duration_s"):
+            report["meta"].pop(timing)  # type: ignore[attr-defined]
+    assert s3_report == local_report
+    assert [p["rows"] for p in s3_parts] == [p["rows"] for p in local_parts]  # type: ignore[index]
+    assert all(str(p["path"]).startswith("bars/source=synthetic/") for p in s3_parts)  # type: ignore[index]
+    text = render_text(describe_series(s3_store, "synthetic", "AAPL", "1h", now=NOW))
+    assert "year=2023." in text and "year=2024." in text
