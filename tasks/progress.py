@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -34,6 +35,8 @@ from candleflow.progress.queue import QueueRow
 from candleflow.progress.wording import describe_progress
 from tasks.cancel import CancelWatcher, sigterm_sets_token
 from tasks.logs import own_logs_to_prefect, quiet_clean_cancels
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "ArtifactSink",
@@ -59,6 +62,10 @@ class ArtifactSink:
     two decimals, or the description) changed; a final (done/cancelled) event always goes out, and
     :meth:`close` sends the last event if a throttled one is still pending. ``create``/``update``
     default to Prefect's ``create_progress_artifact``/``update_progress_artifact``.
+
+    With ``background`` (the default) updates are sent from a thread of their own, the latest
+    value winning, so a slow API never holds up the work or the other sinks (a terminal bar);
+    a final event waits until it is out, and so does :meth:`close`.
     """
 
     def __init__(
@@ -69,6 +76,7 @@ class ArtifactSink:
         create: Callable[..., UUID] | None = None,
         update: Callable[..., Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        background: bool = True,
     ) -> None:
         from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
@@ -85,6 +93,7 @@ class ArtifactSink:
         self._pending: ProgressEvent | None = None
         self._final = False
         self._cancelled_at: float | None = None
+        self._sender = _LatestSender(self._send_update) if background else None
 
     def __call__(self, event: ProgressEvent) -> None:
         with self._lock:
@@ -113,11 +122,14 @@ class ArtifactSink:
                 self._sent, self._sent_at = (0.0, description), -float("inf")
 
     def close(self) -> None:
-        """Send the last throttled event, if any (call when the run ends)."""
+        """Send the last throttled event, if any, and wait until every update is out (call when
+        the run ends)."""
         with self._lock:
             if self._pending is not None and not self._final:
                 event = self._pending
                 self._send(event, self._shown(event), 0.0)
+        if self._sender is not None:
+            self._sender.close()
 
     def _shown(self, event: ProgressEvent) -> tuple[float, str]:
         # After a cancel the run still merges and saves, and the tracker counts the stopped
@@ -132,10 +144,83 @@ class ArtifactSink:
             self.artifact_id = self._create(
                 progress=progress, key=self.key, description=description
             )
+        elif self._sender is None:
+            self._send_update(progress, description)
         else:
-            self._update(self.artifact_id, progress=progress, description=description)
-            self.updates += 1
+            # The API call leaves the tracker's thread (the work's): a slow API delays the
+            # artifact, never the work or the other sinks. The final value is awaited.
+            self._sender.put(progress, description)
+            if event.done or event.cancelled:
+                self._sender.drain()
         self._sent, self._sent_at, self._pending = shown, now, None
+
+    def _send_update(self, progress: float, description: str) -> None:
+        self._update(self.artifact_id, progress=progress, description=description)
+        self.updates += 1
+
+
+class _LatestSender:
+    """Calls ``send(*item)`` from one background thread for the latest item put; items put
+    while a send is under way replace each other (the latest value wins). The thread runs in
+    the context of its first ``put`` (Prefect's settings and client live in context variables).
+    """
+
+    def __init__(self, send: Callable[[float, str], None]) -> None:
+        self._send = send
+        self._cond = threading.Condition()
+        self._latest: tuple[float, str] | None = None
+        self._busy = False
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def put(self, progress: float, description: str) -> None:
+        with self._cond:
+            closed = self._closed
+            if not closed:
+                self._latest = (progress, description)
+        if closed:  # after the run's end: nobody is left to wait for, send it here
+            self._send(progress, description)
+            return
+        with self._cond:
+            if self._thread is None:
+                context = contextvars.copy_context()
+                self._thread = threading.Thread(
+                    target=context.run, args=(self._run,), name="progress-artifact", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify_all()
+
+    def drain(self) -> None:
+        """Wait until the latest item put so far has been sent."""
+        with self._cond:
+            while (self._latest is not None or self._busy) and self._thread is not None:
+                self._cond.wait()
+
+    def close(self) -> None:
+        self.drain()
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._latest is None and not self._closed:
+                    self._cond.wait()
+                if self._latest is None:
+                    return
+                item, self._latest, self._busy = self._latest, None, True
+            try:
+                self._send(*item)
+            except Exception:  # the API unreachable for a moment: the next value will tell
+                logger.warning("progress artifact update failed", exc_info=True)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
 
 
 # ----------------------------------------------------------------------------- run context

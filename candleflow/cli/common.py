@@ -110,7 +110,7 @@ def sigint_cancels(token: Any) -> Iterator[None]:
         if presses > 1:
             raise KeyboardInterrupt
         token.cancel("interrupted (Ctrl+C)")
-        err.print("cancelling at the next segment… (Ctrl+C again to abort)", markup=False)
+        err.print("cancelling… what is done is kept (Ctrl+C again to abort)", markup=False)
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:

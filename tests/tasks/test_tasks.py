@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from pathlib import Path
 from types import MappingProxyType
@@ -175,7 +176,9 @@ class FakeArtifacts:
 def test_artifact_sink_throttles_sends_only_visible_changes_and_always_the_final_value() -> None:
     now = [0.0]
     fake = FakeArtifacts()
-    sink = ArtifactSink("k", create=fake.create, update=fake.update, clock=lambda: now[0])
+    sink = ArtifactSink(
+        "k", create=fake.create, update=fake.update, clock=lambda: now[0], background=False
+    )
     sink.start("Starting")
     sink(_event(1.0, stage="validate_symbol"))  # visible change, first update: sent
     now[0] = 0.1
@@ -196,13 +199,42 @@ def test_artifact_sink_throttles_sends_only_visible_changes_and_always_the_final
 
 def test_artifact_sink_keeps_the_percentage_reached_when_cancelled() -> None:
     fake = FakeArtifacts()
-    sink = ArtifactSink("k", create=fake.create, update=fake.update, clock=lambda: 0.0)
+    sink = ArtifactSink(
+        "k", create=fake.create, update=fake.update, clock=lambda: 0.0, background=False
+    )
     sink(_event(30.0, stage="fetch_segments"))
     sink(_event(33.0, stage="fetch_segments", cancelled=True))
     sink(_event(96.0, stage="save_bars", cancelled=True))  # stopped stages count as done
     sink.close()
     assert [c[1] for c in fake.calls] == [30.0, 33.0, 33.0]
     assert fake.calls[-1][2].startswith("Cancelled at 33.00%")
+
+
+def test_a_slow_api_does_not_hold_up_the_run_and_the_latest_value_wins() -> None:
+    fake = FakeArtifacts()
+    api_free = threading.Event()
+    sending = threading.Event()
+
+    def slow_update(artifact_id: UUID, **kwargs: Any) -> None:
+        sending.set()
+        assert api_free.wait(30), "the test never freed the API"
+        fake.update(artifact_id, **kwargs)
+
+    ticks = itertools.count(start=1.0)  # every event due: each reaches the sender
+    sink = ArtifactSink("k", create=fake.create, update=slow_update, clock=lambda: next(ticks))
+    sink.start("Starting")
+    sink(_event(10.0, stage="fetch_segments"))  # taken by the sender, which blocks in the API
+    assert sending.wait(30)
+    for pct in (20.0, 30.0, 40.0):  # each call returns although the API is stuck
+        sink(_event(pct, stage="fetch_segments"))
+    assert [c[1] for c in fake.calls] == [0.0]  # nothing more could have reached the API yet
+    api_free.set()
+    sink(_event(100.0, done=True))  # the final value is awaited
+    sent = [c[1] for c in fake.calls]
+    # 20 and 30 were replaced while the API was stuck; 40 may be replaced by the final value.
+    assert sent[:2] == [0.0, 10.0] and sent[-1] == 100.0 and set(sent[2:-1]) <= {40.0}
+    sink.close()
+    assert fake.calls[-1][1] == 100.0
 
 
 def test_cancel_watcher_sets_the_token_when_the_run_is_cancelling() -> None:
