@@ -29,6 +29,7 @@ from candleflow.cli.common import (
     run_flow_in_process,
     show_prefect_logs,
     sigint_cancels,
+    stored_source,
 )
 from candleflow.errors import CandleflowError
 from candleflow.progress import ProgressEvent
@@ -177,7 +178,10 @@ def features(
     symbol: Annotated[str, typer.Argument(help="Ticker symbol, e.g. AAPL.")],
     timeframe: Annotated[str, typer.Option(help="Bar size, e.g. 1d or 1h.")] = "1d",
     spec: Annotated[str, typer.Option(help="Feature spec: default or a YAML file.")] = "default",
-    source: Annotated[str, typer.Option(help="Source the bars came from.")] = "synthetic",
+    source: Annotated[
+        str | None,
+        typer.Option(help="Source the bars came from; default: the one that holds the series."),
+    ] = None,
     store: Annotated[Path, typer.Option(help="Store root.")] = DEFAULT_STORE,
     quiet: QuietOption = False,
     verbose: VerboseOption = False,
@@ -189,10 +193,12 @@ def features(
     from candleflow.timeframes import parse_timeframe
 
     sym, tf = parse_symbol(symbol), parse_timeframe(timeframe).name
-    validate_source_name(source)
+    if source is not None:
+        validate_source_name(source)
     spec_value = _spec_argument(spec)
     parse_feature_spec(spec_value)
     check_store(store)
+    source = stored_source(store, sym, tf, source)
 
     from flows.features import features as features_flow
 

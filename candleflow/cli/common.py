@@ -57,6 +57,30 @@ def out() -> Console:
     return Console()
 
 
+#: The source a command reads when none is given and the store holds the series from none.
+FALLBACK_SOURCE = "synthetic"
+
+
+def stored_source(root: object, symbol: str, timeframe: str, given: str | None) -> str:
+    """The source whose ``symbol``/``timeframe`` bars a command reads from the store at ``root``:
+    ``given`` (``--source``) when there is one, else the one source that holds the series.
+    Several: ``InvalidRequest`` naming them (the choice is the user's); none:
+    :data:`FALLBACK_SOURCE`, whose empty series the caller reports."""
+    if given is not None:
+        return given
+    from candleflow.store.bar_store import BarStore
+    from candleflow.store.window import find_sources
+
+    sources = find_sources(BarStore(str(root)), symbol, timeframe)
+    if len(sources) > 1:
+        raise InvalidRequest(
+            f"{symbol} {timeframe} is stored from {len(sources)} sources in {root}: "
+            f"{', '.join(sources)}; choose one with --source",
+            "source",
+        )
+    return sources[0] if sources else FALLBACK_SOURCE
+
+
 def write_stdout(text: str) -> None:
     """Write ``text`` to stdout as data for another tool; a reader that stops early (``| head``)
     ends the output quietly, as it does for any Unix filter."""

@@ -24,10 +24,13 @@ from rich.table import Table
 from candleflow.cli.common import (
     DEFAULT_STORE,
     EXIT_OK,
+    QuietOption,
+    VerboseOption,
     check_store,
     flow_exit_code,
     out,
     run_flow_in_process,
+    stored_source,
 )
 from candleflow.errors import InvalidRequest, NoData
 from candleflow.progress.events import format_duration
@@ -57,7 +60,10 @@ def backtest(
     cash: Annotated[float, typer.Option(help="Starting cash.")] = 10_000.0,
     commission: Annotated[float, typer.Option(help="Commission per fill (fraction).")] = 0.0,
     slippage: Annotated[float, typer.Option(help="Slippage per fill (fraction).")] = 0.0,
-    source: Annotated[str, typer.Option(help="Source the bars came from.")] = "synthetic",
+    source: Annotated[
+        str | None,
+        typer.Option(help="Source the bars came from; default: the one that holds the series."),
+    ] = None,
     store: Annotated[Path, typer.Option(help="Store root.")] = DEFAULT_STORE,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the metrics as one JSON object.")
@@ -75,6 +81,7 @@ def backtest(
     tf = parse_timeframe(timeframe)
     check_store(store)
     name = parse_symbol(symbol)
+    source = stored_source(store, name, tf.name, source)
     bars = BarStore(store).read(source, name, tf)
     if len(bars) < 2:
         raise NoData(
@@ -220,14 +227,13 @@ def optimize(
     dask_address: Annotated[
         str | None, typer.Option(help="Dask scheduler address (with --dask).")
     ] = None,
-    source: Annotated[str, typer.Option(help="Source the bars came from.")] = "synthetic",
+    source: Annotated[
+        str | None,
+        typer.Option(help="Source the bars came from; default: the one that holds the series."),
+    ] = None,
     store: Annotated[Path, typer.Option(help="Store root.")] = DEFAULT_STORE,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Only the result and errors: no progress.")
-    ] = False,
-    verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Show Prefect's run logs on the terminal.")
-    ] = False,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = False,
 ) -> int:
     """Search strategy parameters on the stored bars of SYMBOL through the optimize flow.
 
@@ -251,6 +257,7 @@ def optimize(
     if dask_address and not dask:
         raise InvalidRequest("--dask-address needs --dask")
     check_store(store)
+    source = stored_source(store, name, tf.name, source)
     if len(BarStore(store).read(source, name, tf)) < 2:
         raise NoData(
             f"the store {str(store)!r} has no {source} bars of {name} {tf.name}: run "

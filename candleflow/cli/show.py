@@ -16,13 +16,19 @@ import pandas as pd
 import typer
 from rich.table import Table
 
-from candleflow.cli.common import DEFAULT_STORE, err, out, write_stdout
+from candleflow.cli.common import (
+    DEFAULT_STORE,
+    FALLBACK_SOURCE,
+    err,
+    out,
+    stored_source,
+    write_stdout,
+)
 from candleflow.errors import InvalidRequest
 from candleflow.store.bar_store import BarStore
 
 #: Rows shown at each end of a window of bars in the terminal (all of them go to --csv/--json).
 _EDGE_ROWS = 5
-_FALLBACK_SOURCE = "synthetic"
 _FALLBACK_CALENDAR = "XNYS"
 
 
@@ -94,26 +100,20 @@ def _existing_store(store: Path) -> BarStore:
 
 
 def _holder(bar_store: BarStore, symbol: str, timeframe: str, root: Path) -> str:
-    """The one source holding the series; several is the user's choice, none falls back."""
-    from candleflow.store.window import find_sources
-
-    sources = find_sources(bar_store, symbol, timeframe)
-    if len(sources) > 1:
-        raise InvalidRequest(
-            f"{symbol} {timeframe} is stored from {len(sources)} sources in {root}: "
-            f"{', '.join(sources)}; choose one with --source",
-            "source",
+    """The one source holding the series; several is the user's choice, none falls back (with a
+    word on the timeframes the symbol is stored at, if any)."""
+    source = stored_source(root, symbol, timeframe, None)
+    if source == FALLBACK_SOURCE and not bar_store.partitions(source, symbol, timeframe):
+        elsewhere = sorted(
+            {f"{tf} ({src})" for src, sym, tf in bar_store.series() if sym == symbol}
         )
-    if sources:
-        return sources[0]
-    elsewhere = sorted({f"{tf} ({src})" for src, sym, tf in bar_store.series() if sym == symbol})
-    if elsewhere:
-        err.print(
-            f"note: {symbol} is stored at other timeframes: {', '.join(elsewhere)}",
-            highlight=False,
-            markup=False,
-        )
-    return _FALLBACK_SOURCE
+        if elsewhere:
+            err.print(
+                f"note: {symbol} is stored at other timeframes: {', '.join(elsewhere)}",
+                highlight=False,
+                markup=False,
+            )
+    return source
 
 
 def _show_bars(

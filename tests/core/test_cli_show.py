@@ -199,3 +199,17 @@ def test_reversed_window_is_bad_input(store: Path, capsys: pytest.CaptureFixture
         "--start", "2018-12-31", "--end", "2018-12-01",
     )  # fmt: skip
     assert code == 2 and "not before" in err
+
+
+def test_backtest_reads_the_series_from_the_source_that_holds_it(
+    store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["backtest", "SPX", "--timeframe", "1d", "--store", str(store), "--params",
+            "fast=3,slow=8", "--json"]  # fmt: skip
+    code, out, err = run(capsys, *argv)
+    assert (code, err) == (0, "")
+    report = json.loads(out)
+    assert report["start"].startswith("2018-11-01") and report["symbol"] == "SPX"
+    BarStore(store).write("synthetic", "SPX", "1d", daily_bars("2018-11-01", 30))
+    code, out, err = run(capsys, *argv)
+    assert (code, out) == (2, "") and "files, synthetic" in err
