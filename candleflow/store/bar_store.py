@@ -223,8 +223,9 @@ class BarStore:
     ``BarStore`` instances, so ``with store.lock(...): store.write(...)`` is safe.
     """
 
-    def __new__(cls, root: str | os.PathLike[str] | ObjectPath, **_: Any) -> BarStore:
-        if cls is BarStore and is_object_root(root):
+    def __new__(cls, root: str | os.PathLike[str] | ObjectPath | None = None, **_: Any) -> BarStore:
+        # root is optional only for pickle, which makes the instance with no arguments.
+        if cls is BarStore and root is not None and is_object_root(root):
             from candleflow.store.object_store import ObjectBarStore
 
             return super().__new__(ObjectBarStore)

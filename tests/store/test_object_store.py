@@ -239,3 +239,15 @@ def test_a_root_that_is_a_whole_bucket(s3_server: SeaweedServer) -> None:
         f"s3://{bucket}/bars/source=ib/symbol=AAPL/timeframe=1h"
     )
     assert len(store.read("ib", "AAPL", "1h")) == 10
+
+
+def test_stores_survive_pickling_as_tasks_and_workers_pass_them(
+    s3_store: BarStore, local_store: BarStore
+) -> None:
+    import pickle
+
+    for store in (s3_store, local_store):
+        store.write("ib", "AAPL", "1h", ramp_bars(_index("2024-01-01", 5, "1h")))
+        copy = pickle.loads(pickle.dumps(store))
+        assert type(copy) is type(store) and str(copy.root) == str(store.root)
+        assert len(copy.read("ib", "AAPL", "1h")) == 5
