@@ -43,6 +43,9 @@ __all__ = ["FileSource"]
 _LISTED_FILES = 5
 #: Bars the alignment of a file is judged on (years of intraday bars; detection is linear).
 _ALIGNMENT_SAMPLE = 50_000
+#: A file whose typical step between bars is this many bar lengths is read at the wrong size.
+_SPACING_FACTOR = 4
+_SPACING_MIN_BARS = 5
 
 
 def _is_table(path: Path) -> bool:
@@ -270,6 +273,9 @@ class FileSource:
             loaded = LoadedBars(
                 kept, loaded.layout, loaded.time_zone, loaded.time_zone_from, loaded.notices
             )
+        spacing = _spacing_notice(loaded.frame.index, tf)
+        if spacing:
+            logger.warning("%s: %s", path, spacing)
         cached = _Cached(stat.st_mtime_ns, stat.st_size, path, loaded, check.dropped)
         with self._lock:
             self._cache[key] = cached
@@ -284,3 +290,29 @@ class FileSource:
         if self.path.is_file():
             return str(self.path)
         return f"{self.path} ({symbol} {timeframe})"
+
+
+def _spacing_notice(index: pd.Index, timeframe: Timeframe) -> str:
+    """A line when the file's bars are far coarser than ``timeframe`` (a monthly file read as
+    daily bars, hourly as 1m): the load would report most bars missing. ``""`` otherwise."""
+    if len(index) < _SPACING_MIN_BARS:
+        return ""
+    steps = pd.Series(pd.DatetimeIndex(index).asi8).diff().dropna()
+    typical = pd.Timedelta(int(steps.median()), "ns")
+    bar = pd.Timedelta(days=1) if timeframe.is_daily else timeframe.delta
+    # Weekends (daily) and nights (intraday) make some steps long, never the median ones.
+    if typical < _SPACING_FACTOR * bar:
+        return ""
+    return (
+        f"its bars are typically {_duration(typical)} apart, much more than {timeframe} bars; "
+        f"most {timeframe} bars will show as missing: load it with the file's own bar size"
+    )
+
+
+def _duration(delta: pd.Timedelta) -> str:
+    for unit, length in (("day", pd.Timedelta(days=1)), ("hour", pd.Timedelta(hours=1))):
+        if delta >= length:
+            count = round(delta / length)
+            return f"{count} {unit}{'' if count == 1 else 's'}"
+    count = round(delta / pd.Timedelta(minutes=1))
+    return f"{count} minute{'' if count == 1 else 's'}"

@@ -205,3 +205,34 @@ def test_an_older_file_after_a_newer_one_imports_in_the_default_mode(tmp_path: P
     older = daily_file(tmp_path / "older", ["2015-01-02,10,11,9,10.5,10.4,100"])
     summary = run_load(LoadRequest.parse("SPX", "1d"), FileSource(older), store, now=NOW)
     assert (summary.rows_added, summary.rows_after, summary.failed_segments) == (1, 2, ())
+
+
+@pytest.mark.parametrize(
+    ("rows", "timeframe", "words"),
+    [
+        ([f"2015-{m:02d}-02,10,11,9,10.5,10.4,100" for m in range(1, 8)], "1d", "30 days"),
+        ([f"2015-01-02 {h:02d}:30:00,10,11,9,10.5,10.4,100" for h in range(9, 16)], "1m",
+         "1 hour"),
+    ],
+    ids=["monthly-as-daily", "hourly-as-1m"],
+)  # fmt: skip
+def test_a_file_coarser_than_the_timeframe_is_noticed(
+    tmp_path: Path,
+    rows: list[str],
+    timeframe: str,
+    words: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    path = daily_file(tmp_path, rows)
+    with caplog.at_level(logging.WARNING):
+        FileSource(path).read("SPX", timeframe)
+    [line] = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert line.startswith(f"{path}: its bars are typically {words} apart, much more than")
+
+
+def test_a_daily_file_with_weekends_and_holidays_is_not_noticed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        FileSource(daily_file(tmp_path)).read("SPX", "1d")
+    assert not caplog.records
