@@ -303,9 +303,14 @@ def _spacing_notice(index: pd.Index, timeframe: Timeframe) -> str:
     # Weekends (daily) and nights (intraday) make some steps long, never the median ones.
     if typical < _SPACING_FACTOR * bar:
         return ""
+    fix = (
+        "bars longer than a day are not stored: the days between them count as missing"
+        if timeframe.is_daily
+        else "load it with the file's own bar size"
+    )
     return (
         f"its bars are typically {_duration(typical)} apart, much more than {timeframe} bars; "
-        f"most {timeframe} bars will show as missing: load it with the file's own bar size"
+        f"most {timeframe} bars will show as missing ({fix})"
     )
 
 
