@@ -189,8 +189,7 @@ class FeatureStore:
         tf = parse_timeframe(timeframe)
         lo = None if start is None else parse_timestamp(start, what="start", naive_tz=None)
         hi = None if end is None else parse_timestamp(end, what="end", naive_tz=None)
-        files = self.files(source, symbol, tf)
-        frames = [_read_partition(files, path) for path in files.find().values()]
+        frames = _read_series(self, source, symbol, tf)
         if not frames:
             return pd.DataFrame(index=pd.DatetimeIndex([], tz="UTC", name=INDEX_NAME))
         out = pd.concat(frames) if len(frames) > 1 else frames[0]
@@ -201,6 +200,19 @@ class FeatureStore:
         if not internal:
             out = out.loc[:, [c for c in out.columns if not str(c).startswith("_")]]
         return out
+
+
+def _read_series(
+    store: FeatureStore, source: str, symbol: str, tf: Timeframe
+) -> list[pd.DataFrame]:
+    for attempt in range(3):
+        files = store.files(source, symbol, tf)
+        try:
+            return [_read_partition(files, path) for path in files.find().values()]
+        except PreconditionFailed as exc:
+            if attempt == 2:
+                raise StoreCorrupted(str(exc), "named by the manifest but gone") from exc
+    raise AssertionError("unreachable")
 
 
 class _Files(Protocol):
@@ -274,7 +286,9 @@ class _ObjectFiles:
         try:
             (table,) = self.series.read_tables([self._file(path)], columns)
         except FileNotFoundError as exc:
-            raise StoreCorrupted(str(path), "named by the manifest but gone") from exc
+            # Collected under a reader slower than the grace period: the manifest has moved on,
+            # which the caller handles as a lost race (read again, or start the update over).
+            raise PreconditionFailed(str(path)) from exc
         return table
 
     def read_schema(self, path: StorePath) -> pa.Schema:
