@@ -291,10 +291,14 @@ class ObjectSeries:
         except PreconditionFailed:
             # The client retries a put whose answer got lost; if the first try went through,
             # the retry fails its condition on our own manifest: that is a win, not a loss.
+            # Another writer may have committed on top of ours since: our files, named (or
+            # retired) by the latest manifest, tell that ours went through all the same.
             latest = self.load()
-            if latest.commit != new.commit:
+            ours = {e.file for e in partitions.values()}
+            if latest.commit == new.commit:
+                new.etag = latest.etag
+            elif not (ours and ours & latest.files()):
                 raise
-            new.etag = latest.etag
         garbage = expired + orphans
         if garbage:
             logger.debug("%s: deleting %d old file(s)", self, len(garbage))

@@ -251,3 +251,29 @@ def test_stores_survive_pickling_as_tasks_and_workers_pass_them(
         copy = pickle.loads(pickle.dumps(store))
         assert type(copy) is type(store) and str(copy.root) == str(store.root)
         assert len(copy.read("ib", "AAPL", "1h")) == 5
+
+
+def test_a_lost_answer_then_another_commit_on_top_still_counts_as_done(
+    s3_store: BarStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from candleflow.store.objects import ObjectClient, PreconditionFailed
+
+    hourly = ramp_bars(_index("2024-01-01", 30, "1h"))
+    s3_store.write("ib", "AAPL", "1h", hourly)
+    real_put = ObjectClient.put
+    state = {"lost": False}
+
+    def lose_then_someone_commits(self: ObjectClient, key: str, data: bytes, **kw: object) -> str:
+        etag = real_put(self, key, data, **kw)  # type: ignore[arg-type]
+        if key.endswith("_manifest.json") and not state["lost"]:
+            state["lost"] = True
+            # Before our client's retry, another writer commits a different partition.
+            BarStore(str(s3_store.root)).write("ib", "AAPL", "1h", hourly.shift(400, "D"))
+            raise PreconditionFailed(key)
+        return etag
+
+    monkeypatch.setattr(ObjectClient, "put", lose_then_someone_commits)
+    s3_store.write("ib", "AAPL", "1h", hourly.assign(volume=3.0))
+    monkeypatch.undo()
+    got = s3_store.read("ib", "AAPL", "1h")
+    assert len(got) == 60 and (got["volume"].iloc[:30] == 3.0).all()  # both commits stand
