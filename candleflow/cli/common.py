@@ -38,7 +38,7 @@ FLAGS: Mapping[str, str] = {
     "ib_host": "--ib-host", "ib_port": "--ib-port", "client_id": "--client-id",
     "time_scale": "--ib-time-scale", "method": "--method", "objective": "--objective",
     "iterations": "--iterations", "batch_size": "--batch-size", "concurrency": "--concurrency",
-    "store": "--store",
+    "store": "--store", "calendar_tz": "--tz", "strict": "--strict",
 }  # fmt: skip
 
 #: The two output options every command that runs a flow takes, declared once.

@@ -29,7 +29,6 @@ from candleflow.store.bar_store import BarStore
 
 #: Rows shown at each end of a window of bars in the terminal (all of them go to --csv/--json).
 _EDGE_ROWS = 5
-_FALLBACK_CALENDAR = "XNYS"
 
 
 def show(
@@ -76,7 +75,7 @@ def show(
     bar_store = _existing_store(store)
     chosen = source if source is not None else _holder(bar_store, name, tf.name, store)
     meta = bar_store.read_meta(chosen, name, tf)
-    calendar = exchange or str(meta.get("calendar") or _FALLBACK_CALENDAR)
+    calendar = exchange or _recorded_calendar(meta, name)
     if as_csv or start is not None or end is not None:
         _show_bars(bar_store, chosen, name, tf.name, calendar, start, end, as_json, as_csv)
         return
@@ -86,7 +85,45 @@ def show(
     if as_json:
         print(json.dumps(report.to_dict(), indent=None, sort_keys=True))
     else:
-        out().print(render_text(report), highlight=False, markup=False)
+        text = "\n".join([render_text(report), *_provenance(report.meta)])
+        out().print(text, highlight=False, markup=False)
+
+
+def _recorded_calendar(meta: dict[str, object], symbol: str) -> str:
+    """The calendar the series was loaded on: as recorded, else its instrument class's."""
+    from candleflow.instruments import default_calendar
+
+    instrument = meta.get("instrument")
+    recorded = meta.get("calendar") or (
+        instrument.get("calendar") if isinstance(instrument, dict) else None
+    )
+    return str(recorded) if recorded else default_calendar(symbol)
+
+
+def _provenance(meta: dict[str, object]) -> list[str]:
+    """Where the bars came from: the qualified contract, the imported file, its time zone."""
+    lines: list[str] = []
+    instrument = meta.get("instrument")
+    if isinstance(instrument, dict):
+        words = [
+            str(instrument.get(k))
+            for k in ("sec_type", "exchange", "currency")
+            if instrument.get(k)
+        ]
+        for key, label in (("expiry", "expiry"), ("multiplier", "multiplier"), ("con_id", "conId")):
+            if instrument.get(key):
+                words.append(f"{label} {instrument[key]}")
+        name = instrument.get("long_name")
+        lines.append(f"instrument  {' '.join(words)}" + (f" · {name}" if name else ""))
+    if meta.get("import_file"):
+        kind = meta.get("import_format") or "csv"
+        lines.append(f"imported    {meta['import_file']} ({kind} layout)")
+    zone, origin = meta.get("time_zone"), meta.get("time_zone_from")
+    if zone:
+        said = {"file": "as the file says", "exchange": "naive times read as exchange time",
+                "tz": "naive times read as --tz"}.get(str(origin), str(origin or ""))  # fmt: skip
+        lines.append(f"time zone   {zone}" + (f" ({said})" if said else ""))
+    return lines
 
 
 def _existing_store(store: Path) -> BarStore:

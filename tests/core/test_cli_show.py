@@ -213,3 +213,19 @@ def test_backtest_reads_the_series_from_the_source_that_holds_it(
     BarStore(store).write("synthetic", "SPX", "1d", daily_bars("2018-11-01", 30))
     code, out, err = run(capsys, *argv)
     assert (code, out) == (2, "") and "files, synthetic" in err
+
+
+def test_show_says_where_the_bars_came_from(
+    store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    BarStore(store).update_meta(
+        "files", "SPX", "1d", import_file="spx.csv", import_format="yahoo",
+        time_zone="America/New_York", time_zone_from="exchange",
+        instrument={"symbol": "SPX", "sec_type": "IND", "exchange": "CBOE", "currency": "USD",
+                    "calendar": "XNYS", "con_id": 416904, "long_name": "S&P 500 Stock Index"},
+    )  # fmt: skip
+    code, out, _ = run(capsys, "show", "SPX", "--timeframe", "1d", "--store", str(store))
+    assert code == 0
+    assert "instrument  IND CBOE USD conId 416904 · S&P 500 Stock Index" in out
+    assert "imported    spx.csv (yahoo layout)" in out
+    assert "time zone   America/New_York (naive times read as exchange time)" in out
