@@ -62,3 +62,16 @@ def test_query_on_an_s3_root(s3_root: str) -> None:
     assert answer.exit_code == 0, answer.output
     (row,) = json.loads(answer.output)
     assert row == {"t": frame.index[0].isoformat(), "n": len(frame)}
+
+
+def test_a_store_that_does_not_exist_is_bad_input(tmp_path: Path) -> None:
+    from candleflow.errors import InvalidRequest
+
+    missing = str(tmp_path / "nope")
+    for args in (
+        ["query", "select 1", "--store", missing],
+        ["store", "migrate", "--store", missing],
+    ):
+        result = CliRunner().invoke(_app(), args)
+        assert isinstance(result.exception, InvalidRequest)
+        assert "does not exist" in str(result.exception)
