@@ -45,7 +45,7 @@ def load_data(
     end: str | None = None,
     mode: str = "tail",
     source: str = "synthetic",
-    exchange: str = "XNYS",
+    exchange: str | None = None,
     store: str = "data",
     path: str | None = None,
     tz: str | None = None,
@@ -80,8 +80,10 @@ def load_data(
         source: Where bars come from: `synthetic` (default; deterministic bars, offline),
             `files` (CSV/Parquet files at `path`) or `ib` (Interactive Brokers through TWS,
             IB Gateway or `candleflow ib-sim` at `ib_host`:`ib_port`).
-        exchange: Trading calendar, an exchange_calendars name such as `XNYS` (default, New
-            York), `XNAS`, `XLON`, `XETR` or `CMES`. It decides which bars should exist
+        exchange: Trading calendar, an exchange_calendars name such as `XNYS` (New York),
+            `XNAS`, `XLON`, `XETR`, or `FX` (24/5) and `GLOBEX` (CME with its daily break).
+            Empty (default): the instrument's own — `XNYS` for US stocks, `FX` for forex
+            (`EUR.USD`), `GLOBEX` for futures (`ES:fut`). It decides which bars should exist
             (nights, weekends and holidays are never gaps) and the time zone of `start`/`end`.
         store: Folder of the Parquet bar store; a relative path is taken from the worker's
             working directory (the checkout). Default `data`.

@@ -147,7 +147,13 @@ def load(
     path: Annotated[
         Path | None, typer.Option(help="CSV/Parquet file or folder (--source files).")
     ] = None,
-    exchange: Annotated[str, typer.Option(help="Exchange calendar, e.g. XNYS.")] = "XNYS",
+    exchange: Annotated[
+        str | None,
+        typer.Option(
+            help="Exchange calendar, e.g. XNYS (default: the instrument's own: XNYS for US "
+            "stocks, FX for forex, GLOBEX for futures)."
+        ),
+    ] = None,
     align: Annotated[
         str,
         typer.Option(help="Intraday bar alignment: auto (detect a file's), clock or session."),
@@ -176,6 +182,13 @@ def load(
     ib_time_scale: Annotated[
         float, typer.Option(help="IB pacing windows x this; match `ib-sim --time-scale`.")
     ] = 1.0,
+    ib_exchange: Annotated[
+        str | None,
+        typer.Option(help="IB exchange of the contract where it is ambiguous, e.g. CME, NYMEX."),
+    ] = None,
+    currency: Annotated[
+        str | None, typer.Option(help="Currency of the contract (--source ib), e.g. EUR.")
+    ] = None,
     quiet: QuietOption = False,
     verbose: VerboseOption = False,
 ) -> int:
@@ -191,20 +204,21 @@ def load(
 
     # Everything a user can get wrong is checked before Prefect starts (well under a second).
     parse_symbol(symbol)
-    LoadRequest.parse(
+    request = LoadRequest.parse(
         symbol, timeframe, start=start, end=end, mode=mode, calendar=exchange, align=align
     )
     options = parse_source_options(
         source, path=None if path is None else str(path), calendar_tz=tz, strict=strict,
         seed=seed, delay=delay, ib_host=ib_host, ib_port=ib_port, client_id=client_id,
-        time_scale=ib_time_scale,
+        time_scale=ib_time_scale, ib_exchange=ib_exchange, currency=currency,
     )  # fmt: skip
     if options.name == "ib":
         cli_ib.quiet_client_logs()
     # For --source ib this checks that the gateway listens (exit 1 at once when it does not).
     bar_source = make_source(options)
     try:
-        bar_source.validate(symbol, exchange)  # unknown symbols, missing files, IB contracts
+        # Unknown symbols, missing files, IB contracts.
+        bar_source.validate(request.symbol, request.calendar)
     finally:
         bar_source.close()
     check_store(store)
@@ -224,7 +238,7 @@ def load(
         # A range outside what the source holds: one line says so, nothing was written.
         out().print(str(handle.summary["notice"]), highlight=False, markup=False, soft_wrap=True)
     elif handle.summary is not None:
-        _print_load_summary(handle.summary, exchange)
+        _print_load_summary(handle.summary, request.calendar)
     code = flow_exit_code(state, handle, reraise=(InvalidRequest, UnknownSymbol))
     if code is not None:
         return code

@@ -27,7 +27,7 @@ from candleflow.loading.calendars import (
     to_utc,
 )
 from candleflow.loading.gaps import GapReport
-from candleflow.models import GapClass, LoadMode, Segment
+from candleflow.models import GapClass, LoadMode, Segment, parse_symbol
 from candleflow.sources.base import Source
 from candleflow.store.bar_store import BarStore
 from candleflow.timeframes import Timeframe, parse_timeframe
@@ -72,14 +72,23 @@ class LoadRequest:
         start: object = None,
         end: object = None,
         mode: str | LoadMode = "tail",
-        calendar: str = "XNYS",
+        calendar: str | None = None,
         align: str = "auto",
     ) -> LoadRequest:
-        """Validate user input; naive dates are exchange-local, a date-only ``end`` is inclusive."""
+        """Validate user input; naive dates are exchange-local, a date-only ``end`` is inclusive.
+
+        ``calendar`` ``None`` (or empty) takes the instrument's own: ``XNYS`` for US stocks,
+        ``FX`` for forex, ``GLOBEX`` for futures (:func:`candleflow.instruments.default_calendar`).
+        """
         if not isinstance(symbol, str) or not symbol.strip():
             raise InvalidRequest(f"symbol must be a non-empty string, got {symbol!r}")
+        name = parse_symbol(symbol)  # the canonical key: eurusd:fx and EUR.USD are one series
         tf = parse_timeframe(timeframe)
         load_mode = LoadMode.parse(mode)
+        if not calendar:
+            from candleflow.instruments import default_calendar
+
+            calendar = default_calendar(name)
         get_calendar(calendar)
         lo = None if start in (None, "") else to_utc(start, calendar)
         hi = None if end in (None, "") else to_utc(end, calendar)
@@ -90,7 +99,7 @@ class LoadRequest:
                 f"start {start} is not before end {end}: swap them or widen the range"
             )
         alignment = None if align == "auto" else parse_alignment(align)
-        return cls(symbol.strip().upper(), tf, load_mode, lo, hi, calendar, alignment)
+        return cls(name, tf, load_mode, lo, hi, calendar, alignment)
 
     @property
     def label(self) -> str:

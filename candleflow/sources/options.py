@@ -66,6 +66,8 @@ NEUTRAL: Final[Mapping[str, object]] = {
     "ib_port": DEFAULT_IB_PORT,
     "client_id": DEFAULT_CLIENT_ID,
     "time_scale": 1.0,
+    "ib_exchange": None,
+    "currency": None,
 }
 
 
@@ -274,6 +276,8 @@ class IBOptions:
     client_id: int = DEFAULT_CLIENT_ID
     time_scale: float = 1.0
     timeout: float | None = None
+    ib_exchange: str | None = None
+    currency: str | None = None
 
     @classmethod
     def parse(
@@ -284,6 +288,8 @@ class IBOptions:
         client_id: object = DEFAULT_CLIENT_ID,
         time_scale: object = 1.0,
         timeout: object = None,
+        ib_exchange: object = None,
+        currency: object = None,
     ) -> IBOptions:
         host = str(ib_host).strip()
         if not host:
@@ -302,7 +308,19 @@ class IBOptions:
             client_id=client,
             time_scale=_time_scale(time_scale),
             timeout=None if timeout is None else parse_seconds(timeout, "timeout", positive=True),
+            ib_exchange=_contract_word(ib_exchange, "ib_exchange", "an IB exchange, e.g. CME"),
+            currency=_contract_word(currency, "currency", "a currency code, e.g. EUR"),
         )
+
+
+def _contract_word(value: object, name: str, what: str) -> str | None:
+    """An optional contract field (exchange, currency): upper-case letters and digits."""
+    if value is None or value == "":
+        return None
+    text = str(value).strip().upper()
+    if not text.isalnum():
+        raise InvalidRequest(f"{name} must be {what}, got {value!r}", name, value)
+    return text
 
 
 SourceOptions = SyntheticOptions | FilesOptions | IBOptions
