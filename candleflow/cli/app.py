@@ -28,8 +28,10 @@ from rich.table import Table
 from candleflow.cli import backfill as cli_backfill
 from candleflow.cli import ib as cli_ib
 from candleflow.cli import optimize as cli_optimize
+from candleflow.cli import query as cli_query
 from candleflow.cli import server as cli_server
 from candleflow.cli import show as cli_show
+from candleflow.cli import store_cmd as cli_store
 from candleflow.cli.common import (
     DEFAULT_STORE,
     EXIT_BAD_INPUT,
@@ -37,6 +39,7 @@ from candleflow.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     QuietOption,
+    StoreOption,
     VerboseOption,
     check_store,
     connect_api,
@@ -143,7 +146,7 @@ def load(
     end: Annotated[str | None, typer.Option(help="Last date (inclusive) or date/time.")] = None,
     mode: Annotated[str, typer.Option(help="local, tail, backfill or full.")] = "tail",
     source: Annotated[str, typer.Option(help="synthetic, files or ib.")] = "synthetic",
-    store: Annotated[Path, typer.Option(help="Store root.")] = DEFAULT_STORE,
+    store: StoreOption = DEFAULT_STORE,
     path: Annotated[
         Path | None, typer.Option(help="CSV/Parquet file or folder (--source files).")
     ] = None,
@@ -461,7 +464,7 @@ def cancel(
 
 
 # Commands living in their own modules register themselves here (no Prefect import at load).
-for _module in (cli_show, cli_ib, cli_optimize, cli_backfill, cli_server):
+for _module in (cli_show, cli_ib, cli_optimize, cli_backfill, cli_server, cli_query, cli_store):
     _module.register(app)
 
 

@@ -20,6 +20,7 @@ from candleflow.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     QuietOption,
+    StoreOption,
     VerboseOption,
     check_store,
     connect_api,
@@ -75,7 +76,7 @@ def backfill(
     source: Annotated[str, typer.Option(help="Default source: synthetic, files or ib.")] = (
         "synthetic"
     ),
-    store: Annotated[Path, typer.Option(help="Store root.")] = DEFAULT_STORE,
+    store: StoreOption = DEFAULT_STORE,
     start: Annotated[str | None, typer.Option(help="First date (exchange time).")] = None,
     end: Annotated[str | None, typer.Option(help="Last date (inclusive).")] = None,
     features: Annotated[
@@ -182,7 +183,7 @@ def features(
         str | None,
         typer.Option(help="Source the bars came from; default: the one that holds the series."),
     ] = None,
-    store: Annotated[Path, typer.Option(help="Store root.")] = DEFAULT_STORE,
+    store: StoreOption = DEFAULT_STORE,
     quiet: QuietOption = False,
     verbose: VerboseOption = False,
 ) -> int:

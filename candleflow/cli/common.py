@@ -29,7 +29,14 @@ if TYPE_CHECKING:
     from candleflow.progress.display import RichSink
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
-DEFAULT_STORE = Path("data")
+DEFAULT_STORE = "data"
+#: ``--store``: a local folder or an object-store root; typed as text so ``s3://`` survives.
+StoreOption = Annotated[
+    str,
+    typer.Option(
+        help="Store root: a folder, or s3://bucket/prefix (endpoint and keys from AWS_* variables)."
+    ),
+]
 
 #: The flag that gives each parameter the core names in an ``InvalidRequest`` (its ``param``):
 #: the one table of the CLI's words for them (see :func:`flagged`).
@@ -103,12 +110,20 @@ def flagged(exc: InvalidRequest) -> str:
     return exc.naming(FLAGS, given="from {name} {value}", missing="give {name}")
 
 
-def check_store(store: Path) -> None:
-    """Reject a --store that is not a usable folder (before any work starts).
+def check_store(root: str | Path) -> None:
+    """Reject a --store that is not a usable folder or bucket (before any work starts).
 
     A path that cannot be a folder is bad input (2); a folder the system will not let us write
-    (read-only, permissions) is a store failure (1), as it is when found during a save.
+    (read-only, permissions) is a store failure (1), as it is when found during a save. An
+    ``s3://`` root is checked with one request on its bucket: malformed (2), unreachable,
+    missing or refused (1); nothing is created.
     """
+    from candleflow.store.objects import check_object_root, is_object_root
+
+    if is_object_root(str(root)):
+        check_object_root(str(root))
+        return
+    store = Path(root)
     if store.exists() and not store.is_dir():
         raise InvalidRequest(f"store {store} is not a directory: give a folder for --store")
     existing = next((p for p in (store, *store.parents) if p.exists()), None)

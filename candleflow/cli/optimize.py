@@ -13,7 +13,6 @@ import json
 import math
 import threading
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -25,6 +24,7 @@ from candleflow.cli.common import (
     DEFAULT_STORE,
     EXIT_OK,
     QuietOption,
+    StoreOption,
     VerboseOption,
     check_store,
     flow_exit_code,
@@ -64,7 +64,7 @@ def backtest(
         str | None,
         typer.Option(help="Source the bars came from; default: the one that holds the series."),
     ] = None,
-    store: Annotated[Path, typer.Option(help="Store root.")] = DEFAULT_STORE,
+    store: StoreOption = DEFAULT_STORE,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the metrics as one JSON object.")
     ] = (False),
@@ -231,7 +231,7 @@ def optimize(
         str | None,
         typer.Option(help="Source the bars came from; default: the one that holds the series."),
     ] = None,
-    store: Annotated[Path, typer.Option(help="Store root.")] = DEFAULT_STORE,
+    store: StoreOption = DEFAULT_STORE,
     quiet: QuietOption = False,
     verbose: VerboseOption = False,
 ) -> int:

@@ -19,6 +19,7 @@ from rich.table import Table
 from candleflow.cli.common import (
     DEFAULT_STORE,
     FALLBACK_SOURCE,
+    StoreOption,
     err,
     out,
     stored_source,
@@ -38,7 +39,7 @@ def show(
         str | None,
         typer.Option(help="Source the bars came from; default: the one that holds the series."),
     ] = None,
-    store: Annotated[Path, typer.Option(help="Store root.")] = DEFAULT_STORE,
+    store: StoreOption = DEFAULT_STORE,
     exchange: Annotated[
         str | None,
         typer.Option(help="Exchange calendar for gap analysis; default: recorded, else XNYS."),
@@ -126,7 +127,12 @@ def _provenance(meta: dict[str, object]) -> list[str]:
     return lines
 
 
-def _existing_store(store: Path) -> BarStore:
+def _existing_store(root: str) -> BarStore:
+    from candleflow.store.objects import is_object_root
+
+    if is_object_root(root):
+        return BarStore(root)
+    store = Path(root)
     if not store.exists():
         raise InvalidRequest(
             f"store {store} does not exist: give the folder you loaded into", "store", str(store)
@@ -136,7 +142,7 @@ def _existing_store(store: Path) -> BarStore:
     return BarStore(store)
 
 
-def _holder(bar_store: BarStore, symbol: str, timeframe: str, root: Path) -> str:
+def _holder(bar_store: BarStore, symbol: str, timeframe: str, root: str) -> str:
     """The one source holding the series; several is the user's choice, none falls back (with a
     word on the timeframes the symbol is stored at, if any)."""
     source = stored_source(root, symbol, timeframe, None)

@@ -603,7 +603,14 @@ def test_feature_files_mirror_the_bar_partitions_and_read_with_pandas(
     update_features(bars, features, SOURCE, SYMBOL, timeframe, {"sma": [3], "rsi": [3]})
     bar_dir = bars.series_dir(SOURCE, SYMBOL, timeframe)
     feature_dir = features.series_dir(SOURCE, SYMBOL, timeframe)
-    assert feature_dir == tmp_path / "store" / "features" / SOURCE / SYMBOL / timeframe
+    assert feature_dir == (
+        tmp_path
+        / "store"
+        / "features"
+        / f"source={SOURCE}"
+        / f"symbol={SYMBOL}"
+        / f"timeframe={timeframe}"
+    )
     bar_files = bars.partitions(SOURCE, SYMBOL, timeframe)
     feature_files = features.partitions(SOURCE, SYMBOL, timeframe)
     bar_parts = [p.relative_to(bar_dir) for p in bar_files]
