@@ -142,6 +142,18 @@ class StoreWriteFailed(CandleflowError):
         return cls(root, path, reason, exc.errno)
 
 
+class StoreUnavailable(CandleflowError):
+    """The object store could not be reached or refused a read (endpoint down, credentials)."""
+
+    def __init__(self, root: str, reason: str) -> None:
+        super().__init__(
+            f"cannot reach store {root} ({reason}); check AWS_ENDPOINT_URL, the credentials "
+            "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) and that the bucket exists"
+        )
+        self.root = root
+        self.reason = reason
+
+
 class StoreBusy(CandleflowError, TimeoutError):
     """Another writer held a series lock for longer than ``lock_timeout``; ``path`` is the lock."""
 

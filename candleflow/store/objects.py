@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from candleflow.errors import CandleflowError, InvalidRequest, StoreWriteFailed
+from candleflow.errors import CandleflowError, InvalidRequest, StoreUnavailable, StoreWriteFailed
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -41,18 +41,6 @@ __all__ = [
 _SCHEMES = ("s3://", "s3a://")
 # S3's bucket naming rules (lowercase, digits, dots and hyphens, 3-63 characters).
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]")
-
-
-class StoreUnavailable(CandleflowError):
-    """The object store could not be reached or refused a read (endpoint down, credentials)."""
-
-    def __init__(self, root: str, reason: str) -> None:
-        super().__init__(
-            f"cannot reach store {root} ({reason}); check AWS_ENDPOINT_URL, the credentials "
-            "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) and that the bucket exists"
-        )
-        self.root = root
-        self.reason = reason
 
 
 class PreconditionFailed(Exception):
