@@ -45,6 +45,12 @@ def _import() -> None:
     bench_import.main([])
 
 
+def _bayes() -> None:
+    from bench import bench_bayes
+
+    bench_bayes.main()
+
+
 def _server() -> None:
     from bench import bench_server
 
@@ -57,6 +63,7 @@ BENCHES: dict[str, Callable[[], None]] = {
     "backtest": _backtest,
     "fetch": _fetch,
     "flow": _flow,
+    "bayes": _bayes,
     "server": _server,
     "import": _import,
 }

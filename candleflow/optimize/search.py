@@ -72,6 +72,7 @@ from candleflow.backtest import (
 from candleflow.backtest.grid import SmaCrossGrid, is_sma_cross
 from candleflow.backtest.strategies import ParamValue
 from candleflow.errors import Cancelled, InvalidRequest
+from candleflow.optimize.bayes import BayesModel, choosing
 from candleflow.optimize.evaluate import (
     OBJECTIVES,
     BatchEvaluator,
@@ -392,22 +393,21 @@ def _bayes(
     acq_points: int,
 ) -> int:
     with search.phase("preparing the model"):  # importing scikit-optimize takes a second
-        from skopt import Optimizer  # type: ignore[import-untyped]
         from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
         sk_dims, decode = skopt_space(dims)
-    initial = n_initial_points if n_initial_points is not None else max(1, min(10, iterations // 2))
-    optimizer = Optimizer(
-        sk_dims,
-        base_estimator=estimator,
-        n_initial_points=initial,
-        random_state=seed,
-        acq_func=acq_func,
-        # Sampling the acquisition function (rather than L-BFGS restarts) is what keeps one
-        # ask/tell in tens of milliseconds here; integer and categorical spaces want it anyway.
-        acq_optimizer="sampling",
-        acq_optimizer_kwargs={"n_points": acq_points},
-    )
+        model = BayesModel(
+            sk_dims,
+            estimator=estimator,
+            n_initial_points=(
+                n_initial_points
+                if n_initial_points is not None
+                else max(1, min(10, iterations // 2))
+            ),
+            seed=seed,
+            acq_func=acq_func,
+            acq_points=acq_points,
+        )
     infeasible = 0
     remaining = iterations
     worst: float | None = None  # the largest (worst) finite value told so far
@@ -419,15 +419,12 @@ def _bayes(
             "ignore", message="The objective has been evaluated at point", category=UserWarning
         )
         # The token is checked before every ask (this condition), between the points of a batch
-        # and before every tell: each costs a model refit, seconds per batch on a large history.
+        # and before every tell.
         while remaining > 0 and not search.stopping():
-            n = min(batch, remaining)
-            with search.phase(_choosing(0, n)):
-                if n > 1:
-                    xs = _ask_batch(optimizer, n, search.stopping, search.note)
-                else:
-                    xs = [optimizer.ask()]
-            if search.stopping():
+            n = min(batch, remaining, model.initial_left() or batch)
+            with search.phase(choosing(0, n)):
+                xs = model.ask(n, search.stopping, search.note)
+            if search.stopping() or not xs:
                 break
             resolved = [feasible.resolve(decode(x)) for x in xs]
             done = search.run([p for p in resolved if p is not None])
@@ -449,46 +446,13 @@ def _bayes(
                 break  # a refit for a search that asks no more
             if told:
                 with search.phase("updating the model"):
-                    optimizer.tell(
+                    model.tell(
                         [x for x, _ in told], [penalty if math.isnan(y) else y for _, y in told]
                     )
             remaining -= len(done)
             if not done and infeasible > 100 * iterations:
                 break
     return infeasible
-
-
-def _choosing(done: int, n: int) -> str:
-    return f"choosing next points {done:,}/{n:,}" if n > 1 else "choosing the next point"
-
-
-def _ask_batch(
-    optimizer: Any,
-    n: int,
-    stopping: Callable[[], bool],
-    note: Callable[[str], None] | None = None,
-) -> list[Any]:
-    """``optimizer.ask(n_points=n)``, checking ``stopping`` between points; [] once it is true.
-
-    skopt's constant liar ("cl_min") asks a copy of the optimizer for a point, tells the copy the
-    best objective so far there — refitting its model — and asks for the next. The same loop is
-    written out here (the same points for the same state) so that a cancel is seen after at most
-    one refit rather than ``n``; skopt's lie after the last point, which nothing reads, is skipped.
-    """
-    if stopping():
-        return []
-    liar = optimizer.copy(random_state=optimizer.rng.randint(0, np.iinfo(np.int32).max))
-    points: list[Any] = []
-    while not stopping():
-        points.append(liar.ask())  # quick: the point was chosen when the model was last fitted
-        if note is not None:
-            note(_choosing(len(points), n))
-        if len(points) == n:
-            return points
-        if stopping():
-            break
-        liar.tell(points[-1], float(np.min(liar.yi)) if liar.yi else 0.0)
-    return []
 
 
 def optimize(

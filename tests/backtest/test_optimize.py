@@ -168,8 +168,9 @@ def test_bayes_stops_asking_and_telling_once_cancelled(
         return evaluator(param_sets)  # type: ignore[arg-type]
 
     space = {"fast": Integer(2, 9), "slow": Integer(10, 200)}  # every point feasible
+    # 8 initial points: batch 1 is all of them (a batch never straddles the initial points).
     result = optimize(bars, "sma_cross", space, method="bayes", iterations=40, batch_size=8,
-                      n_initial_points=4, evaluate_batch=evaluate_batch,
+                      n_initial_points=8, evaluate_batch=evaluate_batch,
                       cancel_token=token)  # fmt: skip
     assert calls["after_cancel"] == 0, "asked or told skopt after the cancel"
     assert result.cancelled and result.best is not None
@@ -182,7 +183,7 @@ def test_the_batch_ask_gives_skopts_constant_liar_points(told: int) -> None:
     from skopt import Optimizer
     from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
-    from candleflow.optimize.search import _ask_batch
+    from candleflow.optimize.bayes import ask_batch as _ask_batch
 
     def optimizer() -> Any:
         opt = Optimizer([(0, 40), (0.0, 1.0)], base_estimator="GP", n_initial_points=4,
