@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import date, datetime, timedelta
 from enum import Enum
 from pathlib import Path
@@ -40,8 +40,14 @@ def make_dirs(path: Path) -> None:
             fsync_dir(created.parent)
 
 
-def atomic_write(final: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Write ``final`` via a unique hidden temp file in its directory, fsync, rename, fsync dir."""
+def atomic_write(
+    final: Path, write: Callable[[BinaryIO], object], *, sync_dir: bool = True
+) -> None:
+    """Write ``final`` via a unique hidden temp file in its directory, fsync, rename, fsync dir.
+
+    ``sync_dir=False`` leaves the directory's fsync to the caller, who writes several files
+    into one directory and syncs it once after the last rename (:func:`fsync_dirs`).
+    """
     tmp = final.with_name(f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
     try:
         with open(tmp, "wb") as fh:
@@ -53,7 +59,14 @@ def atomic_write(final: Path, write: Callable[[BinaryIO], object]) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    fsync_dir(final.parent)
+    if sync_dir:
+        fsync_dir(final.parent)
+
+
+def fsync_dirs(paths: Iterable[Path]) -> None:
+    """fsync the directory of each of ``paths`` once (their renames made durable)."""
+    for directory in sorted({p.parent for p in paths}):
+        fsync_dir(directory)
 
 
 @contextlib.contextmanager

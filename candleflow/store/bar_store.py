@@ -27,6 +27,7 @@ import logging
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -45,7 +46,13 @@ from candleflow.errors import (
     StoreCorrupted,
 )
 from candleflow.models import BAR_COLUMNS, INDEX_NAME, SYMBOL_RE, parse_timestamp
-from candleflow.store.atomic import atomic_write, json_default, make_dirs, write_refusals
+from candleflow.store.atomic import (
+    atomic_write,
+    fsync_dirs,
+    json_default,
+    make_dirs,
+    write_refusals,
+)
 from candleflow.store.frames import check_ohlc, empty_bars, normalize_bars
 from candleflow.store.objects import ObjectPath, is_object_root
 from candleflow.store.partitions import (
@@ -60,6 +67,9 @@ from candleflow.store.partitions import (
 from candleflow.timeframes import TIMEFRAMES, Timeframe, parse_timeframe
 
 logger = logging.getLogger(__name__)
+
+#: Threads writing the partitions of one write (a few: the work is encoding and fsync).
+_WRITERS = 4
 
 #: Legal source names: lowercase letters, digits, ``_`` and ``-``, 1–32 characters.
 SOURCE_RE = re.compile(r"[a-z0-9][a-z0-9_\-]{0,31}")
@@ -545,13 +555,7 @@ class BarStore:
                 kept = old[~replaced]
                 merged[key] = new if not len(kept) else pd.concat([kept, new]).sort_index()
             # Read everything before writing anything: a corrupt partition stops the write whole.
-            written: list[str] = []
-            for key, part in merged.items():
-                path = series_dir / partition_relpath(key)
-                with self._writing(path):
-                    make_dirs(path.parent)
-                    atomic_write(path, functools.partial(pq.write_table, _to_table(part)))
-                written.append(str(path))
+            written = self._write_partitions(series_dir, merged)
             rows_after = rows_before + rows_added
 
             partition_map = find_partitions(series_dir, tf)
@@ -579,6 +583,39 @@ class BarStore:
             len(written),
         )
         return WriteResult(rows_before, rows_after, rows_added, tuple(written))
+
+    def _write_partitions(
+        self, series_dir: Path, merged: Mapping[PartitionKey, pd.DataFrame]
+    ) -> list[str]:
+        """Replace each partition of ``merged`` atomically; return their paths.
+
+        Partitions are written by a few threads (encoding and fsync release the GIL, and a
+        1-minute import touches hundreds of monthly files), and each directory is synced once
+        after its last rename. Every write is waited for before returning or raising, so none
+        outlives the series lock; the first refusal is raised.
+        """
+        paths = {key: series_dir / partition_relpath(key) for key in merged}
+        for directory in sorted({p.parent for p in paths.values()}):
+            with self._writing(directory):
+                make_dirs(directory)
+
+        def replace(key: PartitionKey) -> None:
+            path = paths[key]
+            with self._writing(path):
+                table = _to_table(merged[key])
+                atomic_write(path, functools.partial(pq.write_table, table), sync_dir=False)
+
+        if len(paths) == 1:
+            replace(next(iter(paths)))
+        else:
+            with ThreadPoolExecutor(max_workers=_WRITERS, thread_name_prefix="store") as pool:
+                futures = [pool.submit(replace, key) for key in paths]
+                wait(futures)
+            for future in futures:
+                future.result()
+        with self._writing(series_dir):
+            fsync_dirs(paths.values())
+        return [str(p) for p in paths.values()]
 
     def _edge(
         self,

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from candleflow.loading.calendars import expected_bars, to_utc
-from candleflow.loading.gaps import analyze_gaps, bars_in_gaps, find_gaps
+from candleflow.loading.gaps import analyze_gaps, bars_in_gaps, find_gaps, missing_mask
 from candleflow.models import GapClass
 
 START, END = pd.Timestamp("2024-01-01", tz="UTC"), pd.Timestamp("2025-01-01", tz="UTC")
@@ -108,3 +108,21 @@ def test_fx_and_globex_gaps_never_include_the_weekend_or_the_maintenance_break()
     assert report.gaps == () and report.unexpected == 0
     break_bar = pd.DatetimeIndex([pd.Timestamp("2026-11-17 16:00", tz="America/Chicago")])
     assert analyze(es.union(break_bar.tz_convert("UTC")), "GLOBEX", "1h", lo, hi).unexpected == 1
+
+
+@settings(max_examples=60)
+@given(
+    picks=st.lists(st.integers(min_value=0, max_value=199), max_size=80),
+    extra=st.lists(st.integers(min_value=-5_000, max_value=5_000), max_size=10),
+    unit=st.sampled_from(["s", "us", "ns"]),
+)
+def test_missing_mask_agrees_with_a_set_lookup_in_any_order_and_unit(
+    picks: list[int], extra: list[int], unit: str
+) -> None:
+    grid = expected_bars("XNYS", "1h", pd.Timestamp("2024-03-01", tz="UTC"),
+                         pd.Timestamp("2024-04-30", tz="UTC"))  # fmt: skip
+    chosen = [grid.starts[i % len(grid)] for i in picks]
+    off_grid = [grid.starts[0] + pd.Timedelta(minutes=m) for m in extra]
+    present = pd.DatetimeIndex(chosen + off_grid).as_unit(unit)  # unsorted, repeats, off-grid
+    expected = ~np.asarray(grid.starts.isin(present))
+    assert np.array_equal(missing_mask(grid, present), expected)

@@ -34,15 +34,15 @@ def _snapshot(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
-def _failing_atomic_write(code: int) -> Callable[[Path, Callable[[BinaryIO], object]], None]:
+def _failing_atomic_write(code: int) -> Callable[..., None]:
     """``atomic_write`` whose temp file fills up: some bytes land, then the system says no."""
 
-    def write(final: Path, body: Callable[[BinaryIO], object]) -> None:
+    def write(final: Path, body: Callable[[BinaryIO], object], **options: bool) -> None:
         def partial(fh: BinaryIO) -> None:
             fh.write(b"PAR1 half a partition")
             raise OSError(code, os.strerror(code), str(final))
 
-        atomic.atomic_write(final, partial)
+        atomic.atomic_write(final, partial, **options)
 
     return write
 
