@@ -12,8 +12,11 @@ constant liar, and spends less on each:
   without restarts); every other fit — the liar's lies, the tells in between — holds the kernel
   at the last tuned values, a Cholesky factorisation.
 * **The GP's predictive spread** is computed with a matrix product (the same formula as skopt's).
-* **A forest is fitted once per batch**: its points are the batch's best distinct candidates of
-  the acquisition function (a forest refit per lie would cost ~0.2 s a point).
+* **A forest is fitted once per batch** (a refit per lie costs ~0.2 s a point): the batch's
+  points are the best candidates of the acquisition function in ``n`` random groups of them.
+* **250 sampled candidates** for the acquisition (skopt's sampling; was 1,000): cheaper, and on
+  the benchmark's rugged Sharpe landscape the better search — mean best Sharpe over 30 seeds
+  1.254 against 1.185 with 1,000 for the GP (a less greedy choice explores more).
 * **A batch never straddles the random initial points**, so no lie fits a model with untuned
   hyperparameters: the round that ends them is shorter.
 
@@ -55,7 +58,7 @@ class BayesModel:
         n_initial_points: int,
         seed: int,
         acq_func: str = "EI",
-        acq_points: int = 1000,
+        acq_points: int = 250,
     ) -> None:
         from skopt import Optimizer  # type: ignore[import-untyped]
         from skopt.utils import cook_estimator  # type: ignore[import-untyped]
@@ -142,7 +145,9 @@ class BayesModel:
         self.tuned_at = count
 
     def _ranked(self, n: int, note: Callable[[str], None] | None) -> list[list[Any]]:
-        """The ``n`` best distinct candidates (not yet told) of the forest's acquisition."""
+        """``n`` distinct new points from the forest's acquisition over the sampled candidates:
+        the best of each of ``n`` random groups of them (the best ``n`` overall would crowd into
+        one leaf of the forest; measured, they found worse results than random search)."""
         from skopt.acquisition import _gaussian_acquisition  # type: ignore[import-untyped]
 
         optimizer = self.optimizer
@@ -157,12 +162,13 @@ class BayesModel:
         )
         seen = {tuple(x) for x in optimizer.Xi}
         points: list[list[Any]] = []
-        for i in np.argsort(values, kind="stable"):
-            key = tuple(candidates[i])
-            if key not in seen:
-                seen.add(key)
-                points.append(list(candidates[i]))
-                if len(points) == n:
+        # The candidates are random: consecutive slices are random groups, one point from each.
+        for group in np.array_split(np.arange(len(candidates)), n):
+            for i in group[np.argsort(values[group], kind="stable")]:
+                key = tuple(candidates[i])
+                if key not in seen:
+                    seen.add(key)
+                    points.append(list(candidates[i]))
                     break
         if note is not None:
             note(choosing(len(points), n))

@@ -25,8 +25,9 @@ keeps every :class:`Evaluation`. Rules:
 * **Split**: with ``split=0.7`` the search runs on the first 70 % of the bars and the top results
   are re-run on the remaining 30 % (starting flat; indicators are causal), reported side by side.
 * **Batches**: ``batch_size`` points per ``evaluate_batch`` call (Bayesian search asks skopt for
-  that many at once, ``ask(n_points)``, constant-liar), so a task runner can evaluate a batch per
-  task in parallel; the default in-process evaluator runs them one after the other.
+  that many at once, constant-liar, with the cost rules of :mod:`candleflow.optimize.bayes`; the
+  round that ends the random initial points is shorter), so a task runner can evaluate a batch
+  per task in parallel; the default in-process evaluator runs them one after the other.
 * **Progress**: given a tracker, a stage "optimize" counting iterations (unit "Iteration") whose
   backtests are candle child spans counted block by block as simulated
   (:mod:`candleflow.optimize.monitor`): "Iteration 5/50 · Candle 7,300/10,000" (given a span, an
@@ -472,7 +473,7 @@ def optimize(
     base_estimator: str = "gp",
     n_initial_points: int | None = None,
     acq_func: str = "EI",
-    acq_points: int = 1000,
+    acq_points: int = 250,
     timeframe: str | None = None,
     evaluate_batch: EvaluateBatch | None = None,
     progress: ProgressTracker | Span | None = None,

@@ -138,6 +138,7 @@ def test_the_benchmark_runs_in_quick_mode(monkeypatch: pytest.MonkeyPatch) -> No
         bench_bayes.main()
     text = out.getvalue()
     assert "24 iterations of sma_cross" in text and "2 seeds" in text
-    for label in ("bayes gp before", "bayes gp now", "bayes forest now", "random"):
+    for label in ("bayes gp before", "bayes gp now", "bayes forest before",
+                  "bayes forest now", "random"):  # fmt: skip
         assert label in text
     assert "ms/iteration" in text
