@@ -47,7 +47,7 @@ postgres:
 test: lint postgres
 	CANDLEFLOW_TEST_DATABASE=postgres $(BIN)/python -m pytest -q \
 	  tests/flows/test_load_flow.py tests/flows/test_backfill_flow.py
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 # The fast tiers only: the core, backtests, IB pieces and tasks (no servers, no subprocess CLIs).
 test-fast: lint

@@ -51,6 +51,12 @@ def _bayes() -> None:
     bench_bayes.main()
 
 
+def _store() -> None:
+    from bench import bench_store
+
+    bench_store.main()
+
+
 def _server() -> None:
     from bench import bench_server
 
@@ -66,6 +72,7 @@ BENCHES: dict[str, Callable[[], None]] = {
     "bayes": _bayes,
     "server": _server,
     "import": _import,
+    "store": _store,
 }
 
 
