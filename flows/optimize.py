@@ -46,6 +46,7 @@ from candleflow.optimize.reports import png_data_uri
 from candleflow.optimize.search import OptimizationResult, check_search, planned_iterations
 from candleflow.optimize.search import optimize as run_search
 from candleflow.optimize.space import Dimension, parse_space, space_text
+from candleflow.store.objects import is_object_root
 from candleflow.timeframes import parse_timeframe
 from tasks.cancel import cancel_cause, cancelled_state
 from tasks.optimize import (
@@ -328,6 +329,7 @@ def optimize(
             per_evaluation = split_bar if split_bar is not None else len(bars)
             run.tracker.set_counter("candles", len(evaluator.evaluated) * per_evaluation)
         summary = _summarise(result, name, tf.name, dims, evaluator.tasks)
+        image = b""
         if result.best is not None:
             with contextlib.ExitStack() as stack:
                 report = stack.enter_context(run.tracker.stage("report", total=3, unit="Step"))
@@ -339,16 +341,17 @@ def optimize(
                                     timeframe=tf, stop=split_bar)  # fmt: skip
                 report.advance(1)
                 run_name = _run_name(run.flow_run_id)
-                folder = Path(store) / "reports" / "optimize" / name / tf.name
+                folder = f"reports/optimize/{name}/{tf.name}"
                 title = f"{label} · best {_params_text(result.best.params)}"
-                files = save_report(best, result.to_frame(TOP), folder, run_name, title)
-            summary["report_png"] = str(files.png)
-            summary["report_html"] = str(files.html)
+                files = save_report(best, result.to_frame(TOP), store, folder, run_name, title)
+            summary["report_png"] = files.png
+            summary["report_html"] = files.html
+            image = files.image
         if not result.cancelled:
             run.tracker.complete()
         if run.handle is not None:
             run.handle.summary = summary
-    _publish(key, label, summary)
+    _publish(key, label, summary, image)
     if result.cancelled:
         return cancelled_state(
             f"optimize {label} {cancel_cause(run)} after {result.iterations} of {total} "
@@ -402,7 +405,7 @@ def _summarise(
     return summary
 
 
-def _publish(key: str, label: str, summary: Mapping[str, Any]) -> None:
+def _publish(key: str, label: str, summary: Mapping[str, Any], image: bytes) -> None:
     state = "cancelled" if summary["cancelled"] else "completed"
     publish_table(
         f"{key}-top",
@@ -423,9 +426,9 @@ def _publish(key: str, label: str, summary: Mapping[str, Any]) -> None:
     for kind in ("png", "html"):
         path = summary.get(f"report_{kind}")
         if path:
-            rows.append((f"report ({kind})", f"[{path}]({Path(path).resolve().as_uri()})"))
+            link = path if is_object_root(path) else Path(path).resolve().as_uri()
+            rows.append((f"report ({kind})", f"[{path}]({link})"))
     images: list[tuple[str, str]] = []
-    png = summary.get("report_png")
-    if png and Path(png).is_file():  # embedded: a UI on another machine cannot open file://
-        images.append(("equity and drawdown", png_data_uri(Path(png).read_bytes())))
+    if image:  # embedded: a UI on another machine cannot open file:// (nor a private bucket)
+        images.append(("equity and drawdown", png_data_uri(image)))
     publish_summary(f"{key}-summary", f"optimize {label} {state}", rows, images)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -127,10 +126,10 @@ def _dask_meter(topic: str | None, batch: str) -> Iterator[BatchMeter | None]:
 
 @task(cache_policy=NO_CACHE)
 def save_report(
-    result: BacktestResult, top: pd.DataFrame, folder: Path, name: str, title: str
+    result: BacktestResult, top: pd.DataFrame, store: str, folder: str, name: str, title: str
 ) -> ReportFiles:
-    """Write the best run's equity curve (PNG) and an HTML report beside it (counted as two
-    steps of the flow's "report" stage)."""
+    """Write the best run's equity curve (PNG) and an HTML report beside the store's bars
+    (counted as two steps of the flow's "report" stage)."""
     return write_report(
-        result, top, folder, name, title, progress=current_run().spans.get(REPORT_SPAN)
+        result, top, store, folder, name, title, progress=current_run().spans.get(REPORT_SPAN)
     )

@@ -3,7 +3,7 @@ PNG, and a self-contained HTML page with the best parameters, metrics, the top p
 the last closed trades.
 
 Rendering uses matplotlib's Agg canvas directly — no pyplot, no global backend — so it is safe in
-any thread; :func:`write_report` puts both files in a folder.
+any thread; :func:`write_report` puts both files beside the store's bars (a folder or a bucket).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import base64
 import html
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,36 +26,39 @@ __all__ = ["ReportFiles", "png_data_uri", "render_equity_png", "render_html", "w
 
 @dataclass(frozen=True, slots=True)
 class ReportFiles:
-    """Where the best run's report went."""
+    """Where the best run's report went (local paths or ``s3://`` URLs), and the picture."""
 
-    png: Path
-    html: Path
+    png: str
+    html: str
+    image: bytes = field(default=b"", repr=False, compare=False)
 
 
 def write_report(
     result: BacktestResult,
     top: pd.DataFrame,
-    folder: Path,
+    root: str | Path,
+    folder: str,
     name: str,
     title: str,
     progress: Span | None = None,
 ) -> ReportFiles:
-    """Write ``{folder}/{name}.png`` (the equity curve) and ``{folder}/{name}.html`` beside it;
+    """Write ``{root}/{folder}/{name}.png`` (the equity curve) and ``.html`` beside it, on a
+    local store root or an object store alike (:func:`candleflow.store.files.put_file`);
     ``progress`` (the report stage) is told each step: "drawing the equity chart" (matplotlib's
     first use in a process can take seconds), then "writing the HTML page" (2 items)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    png = folder / f"{name}.png"
-    page = folder / f"{name}.html"
+    from candleflow.store.files import put_file
+
     if progress is not None:
         progress.update(detail="drawing the equity chart")
     image = render_equity_png(result, title)
-    png.write_bytes(image)
+    png = put_file(root, f"{folder}/{name}.png", image)
     if progress is not None:
         progress.advance(1, detail="writing the HTML page")
-    page.write_text(render_html(result, top, title, image), encoding="utf-8")
+    page = render_html(result, top, title, image).encode("utf-8")
+    html_at = put_file(root, f"{folder}/{name}.html", page)
     if progress is not None:
         progress.advance(1)
-    return ReportFiles(png, page)
+    return ReportFiles(png, html_at, image)
 
 
 def png_data_uri(png: bytes) -> str:

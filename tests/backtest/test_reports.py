@@ -17,11 +17,12 @@ from tests.backtest.conftest import synthetic_bars
 def test_write_report_puts_a_png_and_a_page_in_the_folder(tmp_path: Path) -> None:
     result = run_backtest(synthetic_bars(2_000, seed=3), "sma_cross", {"fast": 5, "slow": 20})
     top = pd.DataFrame([{"fast": 5, "slow": 20, "objective": 1.25}])
-    folder = tmp_path / "reports"
-    files = write_report(result, top, folder, "run-1", "AAPL 1h <best>")
-    assert files == ReportFiles(folder / "run-1.png", folder / "run-1.html")
-    assert files.png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    page = files.html.read_text(encoding="utf-8")
+    folder = tmp_path / "reports" / "optimize"
+    files = write_report(result, top, tmp_path, "reports/optimize", "run-1", "AAPL 1h <best>")
+    assert files == ReportFiles(str(folder / "run-1.png"), str(folder / "run-1.html"))
+    assert Path(files.png).read_bytes() == files.image
+    assert files.image[:8] == b"\x89PNG\r\n\x1a\n"
+    page = Path(files.html).read_text(encoding="utf-8")
     assert "<title>AAPL 1h &lt;best&gt;</title>" in page  # the title is escaped
     assert "fast=5, slow=20, long_only=False" in page and "data:image/png;base64," in page
     assert "<td>1.2500</td>" in page and "final_equity" in page

@@ -11,6 +11,7 @@ import pytest
 from candleflow.features.store import FeatureStore
 from candleflow.store.bar_store import BarStore
 from tests.flows.conftest import prefect_harness  # noqa: F401 - the flows' harness, autouse
+from tests.flows.helpers import artifacts
 
 pytestmark = pytest.mark.slow
 
@@ -44,3 +45,26 @@ def test_backfill_and_tail_on_s3_equal_a_local_root(s3_root: str, tmp_path: Path
         ms, ml = s3.read_meta(*key), here.read_meta(*key)
         for field in ("rows", "first", "last", "history_rows", "api_calls_total", "feature_count"):
             assert ms[field] == ml[field], (key, field)
+
+
+def test_an_optimization_on_s3_puts_its_report_in_the_bucket_and_embeds_the_picture(
+    s3_root: str,
+) -> None:
+    from candleflow.store.files import get_file
+    from flows.optimize import optimize
+    from tasks.progress import progress_context
+
+    _backfill(s3_root, "full", "2024-06-28")
+    with progress_context() as handle:
+        state = optimize("AAPL", "1h", method="random", iterations=6, store=s3_root,
+                         return_state=True)  # fmt: skip
+    assert state.is_completed(), state
+    summary = handle.summary
+    assert summary is not None
+    png, page = summary["report_png"], summary["report_html"]
+    folder = f"{s3_root}/reports/optimize/AAPL/1h/"
+    assert png.startswith(folder) and page.startswith(folder) and png.endswith(".png")
+    image = get_file(s3_root, png[len(s3_root) + 1 :])
+    assert image is not None and image[:8] == b"\x89PNG\r\n\x1a\n"
+    (markdown,) = artifacts(handle.flow_run_id, ("markdown",))
+    assert png in markdown.data and "data:image/png;base64," in markdown.data
