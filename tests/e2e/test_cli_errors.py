@@ -90,11 +90,11 @@ _REFUSING_CLI = """
 import errno, os, sys
 from candleflow.store import atomic, bar_store
 
-def refusing(final, body):
+def refusing(final, body, **options):
     def partial(fh):
         fh.write(b"PAR1 half a partition")
         raise OSError(CODE, os.strerror(CODE), str(final))
-    atomic.atomic_write(final, partial)
+    atomic.atomic_write(final, partial, **options)
 
 bar_store.atomic_write = refusing
 from candleflow.cli import main

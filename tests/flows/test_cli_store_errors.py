@@ -30,13 +30,13 @@ def _snapshot(root: Path) -> dict[str, bytes]:
     }
 
 
-def _refusing(code: int) -> Callable[[Path, Callable[[BinaryIO], object]], None]:
-    def write(final: Path, body: Callable[[BinaryIO], object]) -> None:
+def _refusing(code: int) -> Callable[..., None]:
+    def write(final: Path, body: Callable[[BinaryIO], object], **options: bool) -> None:
         def partial(fh: BinaryIO) -> None:
             fh.write(b"PAR1 half a partition")
             raise OSError(code, os.strerror(code), str(final))
 
-        atomic.atomic_write(final, partial)
+        atomic.atomic_write(final, partial, **options)
 
     return write
 
