@@ -149,11 +149,22 @@ def expected_bars(
     *,
     align: Alignment = "clock",
 ) -> BarGrid:
-    """The bars ``calendar`` expects for ``timeframe`` in ``[start, end)`` (tz-aware bounds)."""
+    """The bars ``calendar`` expects for ``timeframe`` in ``[start, end)`` (tz-aware bounds).
+
+    The last few grids are kept (a load asks for its window's grid at each stage; 2 million
+    1-minute bars take a tenth of a second each time); a grid is immutable, so sharing is safe.
+    """
     tf = parse_timeframe(timeframe)
     start, end = _utc(start), _utc(end)
     if end <= start:
         return _empty_grid()
+    return _cached_grid(calendar, tf, start, end, align)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_grid(
+    calendar: str, tf: Timeframe, start: pd.Timestamp, end: pd.Timestamp, align: Alignment
+) -> BarGrid:
     cal = get_calendar(calendar, start.tz_convert(None))
     if tf.is_daily:
         return _daily_grid(cal, start, end)
