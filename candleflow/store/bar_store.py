@@ -531,10 +531,7 @@ class BarStore:
             except (TypeError, ValueError) as exc:
                 raise InvalidRequest(f"{series}: meta is not JSON serialisable ({exc})") from exc
 
-        groups = {
-            key: frame.iloc[rows]
-            for key, rows in partition_groups(pd.DatetimeIndex(frame.index), tf).items()
-        }
+        slices = partition_groups(pd.DatetimeIndex(frame.index), tf)
 
         with self.lock(source, symbol, tf):
             for stale in clean_temp_files(series_dir):
@@ -542,18 +539,28 @@ class BarStore:
             existing = find_partitions(series_dir, tf)
             rows_before = 0
             rows_added = 0
-            merged: dict[PartitionKey, pd.DataFrame] = {}
+            merged: dict[PartitionKey, pd.DataFrame | pa.Table] = {}
+            whole: pa.Table | None = None  # the new bars as one table, sliced per partition
             for key, path in existing.items():
-                if key not in groups:
+                if key not in slices:
                     rows_before += self._row_count(path)
-            for key, new in groups.items():
+            for key, rows in slices.items():
                 found = existing.get(key)
-                old = self._read_partition(found, key) if found is not None else _empty_bars()
-                rows_before += len(old)
-                replaced = old.index.isin(new.index)
-                rows_added += len(new) - int(replaced.sum())
-                kept = old[~replaced]
-                merged[key] = new if not len(kept) else pd.concat([kept, new]).sort_index()
+                kept = None
+                if found is not None:
+                    old = self._read_partition(found, key)
+                    new = frame.iloc[rows]
+                    replaced = old.index.isin(new.index)
+                    rows_before += len(old)
+                    rows_added += len(new) - int(replaced.sum())
+                    kept = old[~replaced]
+                else:
+                    rows_added += rows.stop - rows.start
+                if kept is not None and len(kept):
+                    merged[key] = pd.concat([kept, new]).sort_index()
+                else:  # only new bars: a slice of one conversion, not one per partition
+                    whole = whole if whole is not None else _to_table(frame)
+                    merged[key] = whole.slice(rows.start, rows.stop - rows.start)
             # Read everything before writing anything: a corrupt partition stops the write whole.
             written = self._write_partitions(series_dir, merged)
             rows_after = rows_before + rows_added
@@ -585,7 +592,7 @@ class BarStore:
         return WriteResult(rows_before, rows_after, rows_added, tuple(written))
 
     def _write_partitions(
-        self, series_dir: Path, merged: Mapping[PartitionKey, pd.DataFrame]
+        self, series_dir: Path, merged: Mapping[PartitionKey, pd.DataFrame | pa.Table]
     ) -> list[str]:
         """Replace each partition of ``merged`` atomically; return their paths.
 
@@ -602,7 +609,8 @@ class BarStore:
         def replace(key: PartitionKey) -> None:
             path = paths[key]
             with self._writing(path):
-                table = _to_table(merged[key])
+                part = merged[key]
+                table = part if isinstance(part, pa.Table) else _to_table(part)
                 atomic_write(path, functools.partial(pq.write_table, table), sync_dir=False)
 
         if len(paths) == 1:
@@ -620,12 +628,16 @@ class BarStore:
     def _edge(
         self,
         partition_map: Mapping[PartitionKey, Path],
-        merged: Mapping[PartitionKey, pd.DataFrame],
+        merged: Mapping[PartitionKey, pd.DataFrame | pa.Table],
         key: PartitionKey,
         *,
         first: bool,
     ) -> pd.Timestamp:
-        frame = merged.get(key)
+        part = merged.get(key)
+        if isinstance(part, pa.Table) and len(part):
+            edge = part.column(INDEX_NAME).slice(0 if first else len(part) - 1, 1)
+            return pd.Timestamp(pd.DatetimeIndex(edge.to_pandas())[0]).tz_convert("UTC")
+        frame = part if isinstance(part, pd.DataFrame) else None
         if frame is None:
             frame = self._read_partition(partition_map[key], key)
         if not len(frame):
