@@ -53,7 +53,7 @@ from candleflow.store.atomic import (
     make_dirs,
     write_refusals,
 )
-from candleflow.store.frames import check_ohlc, empty_bars, normalize_bars
+from candleflow.store.frames import check_ohlc, empty_bars, normalize_bars, write_parquet
 from candleflow.store.objects import ObjectPath, is_object_root
 from candleflow.store.partitions import (
     PartitionKey,
@@ -611,7 +611,7 @@ class BarStore:
             with self._writing(path):
                 part = merged[key]
                 table = part if isinstance(part, pa.Table) else _to_table(part)
-                atomic_write(path, functools.partial(pq.write_table, table), sync_dir=False)
+                atomic_write(path, functools.partial(write_parquet, table), sync_dir=False)
 
         if len(paths) == 1:
             replace(next(iter(paths)))

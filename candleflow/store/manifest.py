@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 
 from candleflow.errors import StoreBusy, StoreCorrupted
 from candleflow.store.atomic import json_default
+from candleflow.store.frames import write_parquet
 from candleflow.store.objects import ObjectClient, ObjectPath, PreconditionFailed
 from candleflow.store.partitions import (
     PartitionKey,
@@ -221,7 +222,7 @@ class ObjectSeries:
             key, table = item
             file = f"year={key[0]:04d}/{partition_stem(key)}.{tag}.parquet"
             buffer = io.BytesIO()
-            pq.write_table(table, buffer)
+            write_parquet(table, buffer)
             self.client.put(self.path(file).key, buffer.getvalue(), if_absent=True)
             return key, file
 
@@ -327,7 +328,7 @@ def _parse_time(text: str) -> datetime:
 
 def table_bytes(table: pa.Table) -> bytes:
     buffer = io.BytesIO()
-    pq.write_table(table, buffer)
+    write_parquet(table, buffer)
     return buffer.getvalue()
 
 
