@@ -43,11 +43,12 @@ postgres:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } || \
 	{ echo "PostgreSQL's server is missing: install Debian's postgresql package" >&2; exit 1; }
 
-# The flow tests again on the managed server over PostgreSQL, then the whole suite.
+# The flow tests again on the managed server over PostgreSQL, then the whole suite on two
+# workers (each with its own Prefect server, ports and homes: the tests share nothing).
 test: lint postgres
 	CANDLEFLOW_TEST_DATABASE=postgres $(BIN)/python -m pytest -q \
 	  tests/flows/test_load_flow.py tests/flows/test_backfill_flow.py
-	$(BIN)/python -m pytest -q --durations=25
+	$(BIN)/python -m pytest -q -n 2 --durations=25
 
 # The fast tiers only: the core, backtests, IB pieces and tasks (no servers, no subprocess CLIs).
 test-fast: lint
