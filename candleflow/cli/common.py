@@ -57,6 +57,12 @@ VerboseOption = Annotated[
     bool, typer.Option("--verbose", "-v", help="Show Prefect's run logs on the terminal.")
 ]
 
+#: ``--source`` of the commands that read stored bars: default, the one source holding them.
+SourceOption = Annotated[
+    str | None,
+    typer.Option(help="Source the bars came from; default: the one that holds the series."),
+]
+
 err = Console(stderr=True, soft_wrap=True)  # one error, one line
 
 
@@ -87,6 +93,22 @@ def stored_source(root: object, symbol: str, timeframe: str, given: str | None) 
             "source",
         )
     return sources[0] if sources else FALLBACK_SOURCE
+
+
+def existing_store(root: str) -> None:
+    """A local store that does not exist is a mistyped --store (bad input), not an empty answer;
+    an object-store root is taken as given (its requests say what is wrong with it)."""
+    from candleflow.store.objects import is_object_root
+
+    if is_object_root(root):
+        return
+    path = Path(root).expanduser()
+    if not path.exists():
+        raise InvalidRequest(
+            f"store {root} does not exist: give the folder you loaded into", "store", root
+        )
+    if not path.is_dir():
+        raise InvalidRequest(f"store {root} is not a directory", "store", root)
 
 
 def write_stdout(text: str) -> None:

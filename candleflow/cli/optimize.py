@@ -24,6 +24,7 @@ from candleflow.cli.common import (
     DEFAULT_STORE,
     EXIT_OK,
     QuietOption,
+    SourceOption,
     StoreOption,
     VerboseOption,
     check_store,
@@ -60,10 +61,7 @@ def backtest(
     cash: Annotated[float, typer.Option(help="Starting cash.")] = 10_000.0,
     commission: Annotated[float, typer.Option(help="Commission per fill (fraction).")] = 0.0,
     slippage: Annotated[float, typer.Option(help="Slippage per fill (fraction).")] = 0.0,
-    source: Annotated[
-        str | None,
-        typer.Option(help="Source the bars came from; default: the one that holds the series."),
-    ] = None,
+    source: SourceOption = None,
     store: StoreOption = DEFAULT_STORE,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the metrics as one JSON object.")
@@ -227,10 +225,7 @@ def optimize(
     dask_address: Annotated[
         str | None, typer.Option(help="Dask scheduler address (with --dask).")
     ] = None,
-    source: Annotated[
-        str | None,
-        typer.Option(help="Source the bars came from; default: the one that holds the series."),
-    ] = None,
+    source: SourceOption = None,
     store: StoreOption = DEFAULT_STORE,
     quiet: QuietOption = False,
     verbose: VerboseOption = False,

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from candleflow.cli.common import DEFAULT_STORE, out, write_stdout
+from candleflow.cli.common import DEFAULT_STORE, existing_store, out, write_stdout
 
 _SHOWN_ROWS = 50
 
@@ -31,7 +31,7 @@ def query(
     """Answer SQL over the store: views bars and features (DuckDB; times in UTC)."""
     from candleflow.store.query import query_records
 
-    _existing(store)
+    existing_store(store)
     records = query_records(store, sql)
     if as_json:
         write_stdout(json.dumps(records) + "\n")
@@ -49,19 +49,6 @@ def query(
             highlight=False,
             soft_wrap=True,
             markup=False,
-        )
-
-
-def _existing(store: str) -> None:
-    """A local store that does not exist is a mistyped --store, not an empty answer."""
-    from pathlib import Path
-
-    from candleflow.errors import InvalidRequest
-    from candleflow.store.objects import is_object_root
-
-    if not is_object_root(store) and not Path(store).expanduser().is_dir():
-        raise InvalidRequest(
-            f"store {store} does not exist: give the folder you loaded into", "store", store
         )
 
 

@@ -9,7 +9,6 @@ is shown, and when several do, the choice is the user's (exit 2, naming them).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import pandas as pd
@@ -19,8 +18,10 @@ from rich.table import Table
 from candleflow.cli.common import (
     DEFAULT_STORE,
     FALLBACK_SOURCE,
+    SourceOption,
     StoreOption,
     err,
+    existing_store,
     out,
     stored_source,
     write_stdout,
@@ -35,10 +36,7 @@ _EDGE_ROWS = 5
 def show(
     symbol: Annotated[str, typer.Argument(help="Ticker symbol, e.g. AAPL.")],
     timeframe: Annotated[str, typer.Option(help="Bar size, e.g. 1h or 1d.")] = "1h",
-    source: Annotated[
-        str | None,
-        typer.Option(help="Source the bars came from; default: the one that holds the series."),
-    ] = None,
+    source: SourceOption = None,
     store: StoreOption = DEFAULT_STORE,
     exchange: Annotated[
         str | None,
@@ -73,7 +71,8 @@ def show(
     if as_json and as_csv:
         raise InvalidRequest("--json and --csv both given: choose one output format")
     name, tf = parse_symbol(symbol), parse_timeframe(timeframe)
-    bar_store = _existing_store(store)
+    existing_store(store)
+    bar_store = BarStore(store)
     chosen = source if source is not None else _holder(bar_store, name, tf.name, store)
     meta = bar_store.read_meta(chosen, name, tf)
     calendar = exchange or _recorded_calendar(meta, name)
@@ -125,21 +124,6 @@ def _provenance(meta: dict[str, object]) -> list[str]:
                 "tz": "naive times read as --tz"}.get(str(origin), str(origin or ""))  # fmt: skip
         lines.append(f"time zone   {zone}" + (f" ({said})" if said else ""))
     return lines
-
-
-def _existing_store(root: str) -> BarStore:
-    from candleflow.store.objects import is_object_root
-
-    if is_object_root(root):
-        return BarStore(root)
-    store = Path(root)
-    if not store.exists():
-        raise InvalidRequest(
-            f"store {store} does not exist: give the folder you loaded into", "store", str(store)
-        )
-    if not store.is_dir():
-        raise InvalidRequest(f"store {store} is not a directory", "store", str(store))
-    return BarStore(store)
 
 
 def _holder(bar_store: BarStore, symbol: str, timeframe: str, root: str) -> str:

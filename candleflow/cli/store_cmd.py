@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from candleflow.cli.common import DEFAULT_STORE, out
+from candleflow.cli.common import DEFAULT_STORE, existing_store, out
 
 store_app = typer.Typer(
     help="Maintain the bar store (layout migration).", no_args_is_help=True, add_completion=False
@@ -32,7 +32,7 @@ def migrate(
     """
     from candleflow.store.migrate import migrate_store
 
-    _existing(store)
+    existing_store(store)
     report = migrate_store(store)
     if as_json:
         print(json.dumps(report.to_dict(), sort_keys=True))
@@ -59,19 +59,6 @@ def migrate(
         soft_wrap=True,
         markup=False,
     )
-
-
-def _existing(store: str) -> None:
-    """A local store that does not exist is a mistyped --store, not an empty answer."""
-    from pathlib import Path
-
-    from candleflow.errors import InvalidRequest
-    from candleflow.store.objects import is_object_root
-
-    if not is_object_root(store) and not Path(store).expanduser().is_dir():
-        raise InvalidRequest(
-            f"store {store} does not exist: give the folder you loaded into", "store", store
-        )
 
 
 def register(app: typer.Typer) -> None:

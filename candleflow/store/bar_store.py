@@ -173,6 +173,24 @@ def _empty_bars() -> pd.DataFrame:
     return frame
 
 
+def bars_in_window(
+    frames: list[pd.DataFrame], lo: pd.Timestamp | None, hi: pd.Timestamp | None
+) -> pd.DataFrame:
+    """The partitions' bars (in time order) starting in ``[lo, hi)``, as one frame."""
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return _empty_bars()
+    out = frames[0] if len(frames) == 1 else pd.concat(frames)
+    if lo is not None or hi is not None:
+        mask = np.ones(len(out), dtype=bool)
+        if lo is not None:
+            mask &= out.index >= lo
+        if hi is not None:
+            mask &= out.index < hi
+        out = out[mask]
+    return out if len(out) else _empty_bars()
+
+
 def _to_table(frame: pd.DataFrame) -> pa.Table:
     arrays = [pa.array(frame.index, type=_SCHEMA.field(INDEX_NAME).type)]
     arrays += [pa.array(frame[c].to_numpy(dtype="float64"), type=pa.float64()) for c in BAR_COLUMNS]
@@ -409,18 +427,7 @@ class BarStore:
             if (hi is not None and p_lo >= hi) or (lo is not None and p_hi <= lo):
                 continue
             frames.append(self._read_partition(path, key))
-        frames = [f for f in frames if len(f)]
-        if not frames:
-            return _empty_bars()
-        out = frames[0] if len(frames) == 1 else pd.concat(frames)
-        if lo is not None or hi is not None:
-            mask = np.ones(len(out), dtype=bool)
-            if lo is not None:
-                mask &= out.index >= lo
-            if hi is not None:
-                mask &= out.index < hi
-            out = out[mask]
-        return out if len(out) else _empty_bars()
+        return bars_in_window(frames, lo, hi)
 
     # -- metadata ----------------------------------------------------------------------------
 

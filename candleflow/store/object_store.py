@@ -23,7 +23,6 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from candleflow.errors import InvalidRequest, StoreCorrupted
@@ -33,9 +32,9 @@ from candleflow.store.bar_store import (
     BarStore,
     StorePath,
     WriteResult,
-    _empty_bars,
     _to_table,
     bars_from_table,
+    bars_in_window,
     validate_source_name,
     validate_symbol_name,
 )
@@ -189,18 +188,7 @@ class ObjectBarStore(BarStore):
                     raise StoreCorrupted(
                         str(series.manifest_path), "names files that are gone"
                     ) from None
-        frames = [f for f in frames if len(f)]
-        if not frames:
-            return _empty_bars()
-        out = frames[0] if len(frames) == 1 else pd.concat(frames)
-        if lo is not None or hi is not None:
-            mask = np.ones(len(out), dtype=bool)
-            if lo is not None:
-                mask &= out.index >= lo
-            if hi is not None:
-                mask &= out.index < hi
-            out = out[mask]
-        return out if len(out) else _empty_bars()
+        return bars_in_window(frames, lo, hi)
 
     @staticmethod
     def _read_files(series: ObjectSeries, files: Mapping[PartitionKey, str]) -> list[pd.DataFrame]:
