@@ -231,7 +231,7 @@ def load(
     state, handle = run_flow_in_process(
         load_data,
         dict(
-            symbol=symbol, timeframe=timeframe, start=start, end=end, mode=mode,
+            symbol=request.symbol, timeframe=timeframe, start=start, end=end, mode=mode,
             exchange=exchange, store=str(store), align=align, **load_parameters(options),
         ),
         quiet=quiet,
