@@ -57,6 +57,7 @@ from flows.features import resolve_spec
 from flows.load_data import load_data, load_parameters
 from tasks.cancel import cancel_cause, cancelled_state
 from tasks.progress import LiveTable, artifact_key, open_run, progress_context, publish_table
+from tasks.results import IN_MEMORY_RESULTS
 
 __all__ = ["DEFAULT_TIMEFRAMES", "DEFAULT_UNIVERSE", "backfill"]
 
@@ -260,7 +261,7 @@ def _jobs(
     return jobs
 
 
-@flow(name="backfill", flow_run_name="backfill {mode}", log_prints=False)
+@flow(name="backfill", flow_run_name="backfill {mode}", log_prints=False, **IN_MEMORY_RESULTS)
 def backfill(
     universe: str | list[Any] = DEFAULT_UNIVERSE,
     timeframes: list[str] | None = None,

@@ -23,6 +23,7 @@ from candleflow.timeframes import parse_timeframe
 from tasks.cancel import cancel_cause, cancelled_state
 from tasks.features import update_series_features
 from tasks.progress import artifact_key, open_run, publish_summary
+from tasks.results import IN_MEMORY_RESULTS
 
 __all__ = ["features", "resolve_spec"]
 
@@ -34,7 +35,12 @@ def resolve_spec(spec: object) -> object:
     return spec
 
 
-@flow(name="features", flow_run_name="features {symbol} {timeframe}", log_prints=False)
+@flow(
+    name="features",
+    flow_run_name="features {symbol} {timeframe}",
+    log_prints=False,
+    **IN_MEMORY_RESULTS,
+)
 def features(
     symbol: str,
     timeframe: str = "1d",

@@ -33,11 +33,17 @@ from tasks.cancel import cancel_cause, cancelled_state
 from tasks.load import run_stage_task
 from tasks.pacing import ib_request_gate
 from tasks.progress import artifact_key, open_run, publish_summary
+from tasks.results import IN_MEMORY_RESULTS
 
 __all__ = ["SOURCE_PARAMS", "load_data", "load_parameters"]
 
 
-@flow(name="load-data", flow_run_name="load {symbol} {timeframe} {mode}", log_prints=False)
+@flow(
+    name="load-data",
+    flow_run_name="load {symbol} {timeframe} {mode}",
+    log_prints=False,
+    **IN_MEMORY_RESULTS,
+)
 def load_data(
     symbol: str,
     timeframe: str = "1h",

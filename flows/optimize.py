@@ -58,6 +58,7 @@ from tasks.optimize import (
     save_report,
 )
 from tasks.progress import artifact_key, open_run, publish_summary, publish_table
+from tasks.results import IN_MEMORY_RESULTS
 
 __all__ = ["TaskBatchEvaluator", "optimize"]
 
@@ -203,6 +204,7 @@ def _unsubscribe(client: Any, topic: str) -> None:
     name="optimize",
     flow_run_name="optimize {symbol} {timeframe} {strategy} {method}",
     log_prints=False,
+    **IN_MEMORY_RESULTS,
 )
 def optimize(
     symbol: str,
