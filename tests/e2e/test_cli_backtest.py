@@ -7,6 +7,7 @@ optimize run goes through the real CLI in a subprocess, on the session's managed
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -129,6 +130,9 @@ def test_optimize_end_to_end_prints_the_results_and_writes_the_report(
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "bayes search of sma_cross on AAPL 1h · 6 iterations" in result.stdout
-    assert "iterations" in result.stderr and "candles" in result.stderr, "no progress bars"
+    # The display's last frame: one line, ending at 100% with what was simulated.
+    ends = [line for line in result.stderr.splitlines() if "100.00% done" in line]
+    assert ends, f"no progress display: {result.stderr!r}"
+    assert re.search(r"optimize .*100\.00% done · 6 iterations · [\d,]+ candles", ends[-1])
     reports = list((store / "reports" / "optimize" / "AAPL" / "1h").glob("*.html"))
     assert reports and any(str(r) in result.stdout.replace("\n", "") for r in reports)
