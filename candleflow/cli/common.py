@@ -46,7 +46,7 @@ FLAGS: Mapping[str, str] = {
     "time_scale": "--ib-time-scale", "method": "--method", "objective": "--objective",
     "iterations": "--iterations", "batch_size": "--batch-size", "concurrency": "--concurrency",
     "store": "--store", "calendar_tz": "--tz", "strict": "--strict",
-    "ib_exchange": "--ib-exchange", "currency": "--currency",
+    "ib_exchange": "--ib-exchange", "currency": "--currency", "align": "--align",
 }  # fmt: skip
 
 #: The two output options every command that runs a flow takes, declared once.

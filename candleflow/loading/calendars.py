@@ -248,7 +248,7 @@ def detect_alignment(
     of the bars on which the two grids disagree, wins. Daily bars, an empty index, and bars that
     sit on both grids alike (e.g. 30-minute XNYS bars, where the grids coincide) give ``clock``.
     Raises ``InvalidRequest`` when neither grid explains a clear majority, saying what was found
-    and suggesting ``--align``. ``index`` must be tz-aware.
+    and naming the ``align`` parameter to set. ``index`` must be tz-aware.
     """
     tf = parse_timeframe(timeframe)
     if not isinstance(index, pd.DatetimeIndex):
@@ -286,7 +286,8 @@ def detect_alignment(
         f"{n_clock:,} start on the clock grid ({_grid_example(clock, cal.tz)}, …) and "
         f"{n_session:,} on the session grid ({_grid_example(session, cal.tz)}, …); "
         f"most common start times ({cal.tz}): {_common_times(starts, cal.tz)}. "
-        "Pass --align clock or --align session, or check the file's time zone"
+        "Choose the alignment, clock or session, or check the file's time zone",
+        "align",
     )
 
 

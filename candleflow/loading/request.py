@@ -179,7 +179,7 @@ def resolve_alignment(
 ) -> LoadRequest:
     """Decide an ``auto`` alignment: from the file a ``files`` source reads, else from the bars
     already stored, else IB's ``clock`` grid. A file whose grid is unclear raises
-    ``InvalidRequest`` asking for ``--align``; stored bars that are unclear fall back to clock.
+    ``InvalidRequest`` asking for an ``align``; stored bars that are unclear fall back to clock.
     """
     if request.align is not None or request.timeframe.is_daily:
         return replace(request, align=request.grid_align)

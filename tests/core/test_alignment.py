@@ -146,17 +146,18 @@ def test_daily_bars_are_clock() -> None:
 
 def test_garbage_index_raises_and_suggests_align() -> None:
     garbage = pd.date_range("2024-01-02 00:07", periods=2000, freq="37min", tz="UTC")
-    with pytest.raises(InvalidRequest, match="--align") as info:
+    with pytest.raises(InvalidRequest, match="Choose the alignment") as info:
         detect_alignment(garbage, "XNYS", "1h")
-    assert "2,000 bars" in str(info.value)
+    assert "2,000 bars" in str(info.value) and info.value.param == "align"
 
 
 def test_half_clock_half_session_is_ambiguous() -> None:
     mid = pd.Timestamp("2024-07-01", tz="UTC")
     ib, vendor = ib_starts(), vendor_starts()
     mixed = pd.DatetimeIndex(ib[ib < mid].append(vendor[vendor >= mid]))
-    with pytest.raises(InvalidRequest, match=r"--align clock or --align session"):
+    with pytest.raises(InvalidRequest, match=r"Choose the alignment, clock or session") as info:
         detect_alignment(mixed, "XNYS", "1h")
+    assert info.value.param == "align"  # each face names its own option (the CLI: --align)
 
 
 def test_utc_times_read_as_new_york_are_not_guessed() -> None:
