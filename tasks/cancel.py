@@ -41,6 +41,8 @@ _STOP_STATES = frozenset({"CANCELLING", "CANCELLED"})
 #: Cancel-token reasons set here (they end up in task and flow state messages).
 API_CANCEL_REASON = "cancelled through the Prefect API"
 SIGTERM_REASON = "stopped by SIGTERM"
+#: Seconds a cancelled run's process absorbs a late SIGTERM (see :func:`sigterm_sets_token`).
+LATE_SIGTERM_GRACE = 30.0
 
 
 class CancelWatcher:
@@ -111,10 +113,18 @@ class CancelWatcher:
 
 
 @contextlib.contextmanager
-def sigterm_sets_token(token: CancelToken) -> Iterator[None]:
+def sigterm_sets_token(
+    token: CancelToken, *, late_grace: float = LATE_SIGTERM_GRACE
+) -> Iterator[None]:
     """While the run lasts, the first SIGTERM sets the token (the run stops at the next segment
     and saves); a second one hands over to the handler installed before (Prefect's, which raises
-    ``TerminationSignal``)."""
+    ``TerminationSignal``).
+
+    A run that ends cancelled absorbs a SIGTERM for ``late_grace`` seconds after it: a worker
+    cancelling through the API SIGTERMs the process as our watcher stops the run, and that
+    signal may land after the run's last stage, while Prefect records its Cancelled state —
+    handed to Prefect's handler there, it would turn a clean cancel into a crash.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield  # signals only reach the main thread; a watcher still sees API cancels
         return
@@ -136,7 +146,27 @@ def sigterm_sets_token(token: CancelToken) -> Iterator[None]:
     try:
         yield
     finally:
+        if token.cancelled and late_grace > 0:
+            signal.signal(signal.SIGTERM, _absorbing(previous, time.monotonic() + late_grace))
+        else:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _absorbing(previous: Any, until: float) -> Callable[[int, FrameType | None], None]:
+    """A SIGTERM handler that ignores the signal until ``until`` (monotonic), then puts
+    ``previous`` back and hands the signal to it."""
+
+    def on_late_sigterm(signum: int, frame: FrameType | None) -> None:
+        if time.monotonic() < until:
+            logger.info("SIGTERM after a clean cancel: the run is already stopping")
+            return
         signal.signal(signal.SIGTERM, previous)
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            signal.raise_signal(signum)  # the default action, as if never caught
+
+    return on_late_sigterm
 
 
 def cancel_cause(run: RunContext) -> str:

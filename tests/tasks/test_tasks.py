@@ -302,7 +302,7 @@ def test_sigterm_during_a_run_sets_the_token_and_a_second_one_goes_to_the_old_ha
     seen: list[int] = []
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
     try:
-        with sigterm_sets_token(token):
+        with sigterm_sets_token(token, late_grace=0):
             os.kill(os.getpid(), signal.SIGTERM)
             assert token.wait(5), "the first SIGTERM did not cancel the token"
             assert seen == []
@@ -310,6 +310,31 @@ def test_sigterm_during_a_run_sets_the_token_and_a_second_one_goes_to_the_old_ha
             assert wait_until(lambda: seen == [signal.SIGTERM])
         os.kill(os.getpid(), signal.SIGTERM)  # restored after the run
         assert wait_until(lambda: len(seen) == 2)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_cancelled_run_absorbs_a_late_sigterm_then_hands_them_on() -> None:
+    """The worker's SIGTERM for an API cancel may land after the run's last stage: it must not
+    reach Prefect's handler (a crash) while the run records its Cancelled state."""
+    import os
+    import signal
+
+    from tasks.cancel import sigterm_sets_token
+
+    token = CancelToken()
+    seen: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+    try:
+        with sigterm_sets_token(token, late_grace=0.3):
+            token.cancel("cancelled through the Prefect API")  # the watcher, before any signal
+        os.kill(os.getpid(), signal.SIGTERM)  # the runner's, late
+        assert not wait_until(lambda: seen != [], timeout=0.1), "a late SIGTERM got through"
+        import time
+
+        time.sleep(0.3)  # past the grace: the next SIGTERM reaches the old handler again
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert wait_until(lambda: seen == [signal.SIGTERM])
     finally:
         signal.signal(signal.SIGTERM, previous)
 
