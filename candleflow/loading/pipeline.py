@@ -165,7 +165,9 @@ def check_head_timestamp(
 
 
 def load_local(store: BarStore, source_name: str, request: LoadRequest) -> pd.DataFrame:
-    """Stage 3: what the store already holds for the series."""
+    """Stage 3: what the store already holds for the series — with the bars of loads that died
+    before their save folded into the partitions first (:meth:`BarStore.recover`)."""
+    store.recover(source_name, request.symbol, request.timeframe)
     return store.read(source_name, request.symbol, request.timeframe)
 
 
@@ -430,11 +432,15 @@ class DirectStages:
 
 
 class StoreFlush:
-    """The fetch stage's ``flush``: writes each batch of fetched bars to the store at once (a
-    crash or a cancel loses at most the segment in flight) and keeps it for the merge stage."""
+    """The fetch stage's ``flush``: keeps each batch of fetched bars for the merge and save stages
+    and makes it safe at once — appended to the load's journal in the series directory
+    (:mod:`candleflow.store.journal`; the save stage writes each partition once, then the journal
+    goes), or, in a store without journals, written to the partitions. Either way a crash or a
+    cancel loses at most the segment in flight."""
 
     def __init__(self, store: BarStore, source_name: str, request: LoadRequest) -> None:
         self.store, self.source_name, self.request = store, source_name, request
+        self.journal = store.journal(source_name, request.symbol, request.timeframe)
         self.frames: list[pd.DataFrame] = []
         self.rows_added = 0
         self.rows_fetched = 0  # as the source gave them (the progress events' "rows")
@@ -442,13 +448,33 @@ class StoreFlush:
     def __call__(self, frame: pd.DataFrame) -> None:
         self.rows_fetched += len(frame)
         clean = drop_invalid_bars(frame)
-        self.rows_added += save_bars(self.store, self.source_name, self.request, clean).rows_added
+        if self.journal is not None:
+            self.journal.append(clean)
+        else:
+            self.rows_added += save_bars(
+                self.store, self.source_name, self.request, clean
+            ).rows_added
         self.frames.append(clean)
 
     def bars(self, rest: pd.DataFrame) -> pd.DataFrame:
         """Everything fetched in this run: the flushed batches plus ``rest``."""
         frames = [f for f in (*self.frames, rest) if len(f)]
         return pd.concat(frames) if frames else empty_bars()
+
+    def unsaved(self, rest: pd.DataFrame) -> pd.DataFrame:
+        """What the save stage writes: every bar fetched (the journal is folded there), or only
+        ``rest`` when the batches were written as they came."""
+        return rest if self.journal is None else self.bars(rest)
+
+    def saved(self) -> None:
+        """The save stage wrote every fetched bar: the journal is not needed any more."""
+        if self.journal is not None:
+            self.journal.discard()
+
+    def close(self) -> None:
+        """Release the journal and keep it (the save did not happen): the next load folds it."""
+        if self.journal is not None:
+            self.journal.close()
 
 
 def load_series(
@@ -464,15 +490,15 @@ def load_series(
     """The eight stages in order, each through ``run_stage`` (default :class:`DirectStages` on
     ``tracker``); returns what the load did. The one composition of the stages.
 
-    Fetched segments go to the store as they arrive (:class:`StoreFlush`) and are merged in
-    memory with the stored bars. A cancel during the fetch still merges and records what was
-    saved (``cancelled``); a segment that failed after its retries is reported
-    (``failed_segments``); neither raises here — :meth:`LoadSummary.raise_for_outcome` does.
-    The series metadata gets the alignment, head timestamp, last fetch, API calls (every source
-    request of this load) and fetch duration, the instrument as the source resolved it, what
-    the source records of the series (a file's name, layout and time zone), and after a clean
-    load the completed range. The tracker completes unless the load was cancelled or fetched
-    nothing.
+    Fetched segments are journaled as they arrive (:class:`StoreFlush`), merged in memory with
+    the stored bars, and written to the partitions once by the save stage. A cancel during the
+    fetch still merges and saves what was fetched (``cancelled``); a segment that failed after
+    its retries is reported (``failed_segments``); neither raises here —
+    :meth:`LoadSummary.raise_for_outcome` does. The series metadata gets the alignment, head
+    timestamp, last fetch, API calls (every source request of this load) and fetch duration, the
+    instrument as the source resolved it, what the source records of the series (a file's name,
+    layout and time zone), and after a clean load the completed range. The tracker completes
+    unless the load was cancelled or fetched nothing.
 
     A finite source (a file: it has a ``tail_timestamp``) bounds the load to ``[head, tail]``:
     unset dates take its own range and one request covers it all. A range that ends before the
@@ -519,26 +545,33 @@ def load_series(
         tracker.set_counter("api_calls", source.api_calls - calls_before)
         fetch_started = time.monotonic()
         try:
-            fetched = run("fetch_segments", fetch_segments, source, instrument, request.timeframe,
-                          segments=plan.segments, retry=retry, flush=flush)  # fmt: skip
-        except Cancelled:
-            cancelled = True
-        fetch_s = time.monotonic() - fetch_started
-        tracker.set_counter("api_calls", source.api_calls - calls_before)
-        tracker.set_counter("rows", flush.rows_fetched + len(fetched.bars))
-        merged = run("merge_bars", merge_bars, existing, flush.bars(fetched.bars))
-        meta: dict[str, object] = {
-            "align": request.grid_align,
-            "head_timestamp": head.isoformat() if head is not None else None,
-            "last_fetch": now.isoformat(),
-            "api_calls": source.api_calls - calls_before,
-            "fetch_duration_s": round(fetch_s, 3),
-        }
-        meta["instrument"] = instrument.to_meta()  # the qualified contract, as resolved
-        meta.update(series_meta(source, instrument, request.timeframe))
-        if not cancelled and not fetched.errors:
-            meta.update(completed.after(plan).to_meta())
-        written = run("save_bars", save_bars, store, source.name, request, fetched.bars, meta)
+            try:
+                fetched = run("fetch_segments", fetch_segments, source, instrument,
+                              request.timeframe, segments=plan.segments, retry=retry,
+                              flush=flush)  # fmt: skip
+            except Cancelled:
+                cancelled = True
+            fetch_s = time.monotonic() - fetch_started
+            tracker.set_counter("api_calls", source.api_calls - calls_before)
+            tracker.set_counter("rows", flush.rows_fetched + len(fetched.bars))
+            merged = run("merge_bars", merge_bars, existing, flush.bars(fetched.bars))
+            meta: dict[str, object] = {
+                "align": request.grid_align,
+                "head_timestamp": head.isoformat() if head is not None else None,
+                "last_fetch": now.isoformat(),
+                "api_calls": source.api_calls - calls_before,
+                "fetch_duration_s": round(fetch_s, 3),
+            }
+            meta["instrument"] = instrument.to_meta()  # the qualified contract, as resolved
+            meta.update(series_meta(source, instrument, request.timeframe))
+            if not cancelled and not fetched.errors:
+                meta.update(completed.after(plan).to_meta())
+            # Each touched partition written once, with every bar the journal holds.
+            written = run("save_bars", save_bars, store, source.name, request,
+                          flush.unsaved(fetched.bars), meta)  # fmt: skip
+            flush.saved()
+        finally:
+            flush.close()  # after a failure the journal stays, for the next load to fold
         flush.rows_added += written.rows_added
     final = _analyze(
         pd.DatetimeIndex(merged.index), request.calendar, request.timeframe, plan.start, plan.end,

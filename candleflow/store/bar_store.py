@@ -53,7 +53,20 @@ from candleflow.store.atomic import (
     make_dirs,
     write_refusals,
 )
-from candleflow.store.frames import check_ohlc, empty_bars, normalize_bars, write_parquet
+from candleflow.store.frames import (
+    bars_table,
+    check_ohlc,
+    empty_bars,
+    normalize_bars,
+    write_parquet,
+)
+from candleflow.store.journal import (
+    Journal,
+    journal_files,
+    orphans,
+    pending_bars,
+    remove_journals,
+)
 from candleflow.store.objects import ObjectPath, is_object_root
 from candleflow.store.partitions import (
     PartitionKey,
@@ -80,10 +93,6 @@ LOCK_FILE = ".lock"
 #: Where a store, a series or a file is: a local path, or a location in a bucket.
 StorePath: TypeAlias = Path | ObjectPath
 
-_SCHEMA = pa.schema(
-    [pa.field(INDEX_NAME, pa.timestamp("ns", tz="UTC"), nullable=False)]
-    + [pa.field(c, pa.float64()) for c in BAR_COLUMNS]
-)
 _URI_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
 
 
@@ -189,12 +198,6 @@ def bars_in_window(
             mask &= out.index < hi
         out = out[mask]
     return out if len(out) else _empty_bars()
-
-
-def _to_table(frame: pd.DataFrame) -> pa.Table:
-    arrays = [pa.array(frame.index, type=_SCHEMA.field(INDEX_NAME).type)]
-    arrays += [pa.array(frame[c].to_numpy(dtype="float64"), type=pa.float64()) for c in BAR_COLUMNS]
-    return pa.Table.from_arrays(arrays, schema=_SCHEMA)
 
 
 def bars_from_table(table: pa.Table, path: StorePath, key: PartitionKey) -> pd.DataFrame:
@@ -427,7 +430,47 @@ class BarStore:
             if (hi is not None and p_lo >= hi) or (lo is not None and p_hi <= lo):
                 continue
             frames.append(self._read_partition(path, key))
-        return bars_in_window(frames, lo, hi)
+        pending = pending_bars(series_dir)
+        if pending is None:
+            return bars_in_window(frames, lo, hi)
+        # Fetched by a load that has not folded its journal yet (or died before it could):
+        # those bars are newer than the partitions' at the same times.
+        stored = bars_in_window(frames, lo, hi)
+        pending = bars_in_window([pending], lo, hi)
+        merged = pd.concat([stored, pending]) if len(stored) else pending
+        return merged[~merged.index.duplicated(keep="last")].sort_index()
+
+    # -- the fetch journal -------------------------------------------------------------------
+
+    def journal(
+        self, source: str, symbol: str, timeframe: str | Timeframe, *, sync: bool = True
+    ) -> Journal | None:
+        """A new journal for one load's fetched segments (:mod:`candleflow.store.journal`), or
+        None for a store that has none (an object store: each batch is written at once)."""
+        series_dir, _ = self._resolve_current(source, symbol, timeframe)
+        return Journal(series_dir, sync=sync, refusals=self._writing)
+
+    def recover(self, source: str, symbol: str, timeframe: str | Timeframe) -> int:
+        """Fold the series' orphan journals (loads that died) into its partitions, oldest first,
+        and remove them; returns the bars folded. Live loads' journals are left alone."""
+        series_dir, tf = self._resolve_current(source, symbol, timeframe)
+        if not journal_files(series_dir):
+            return 0
+        with self.lock(source, symbol, tf), orphans(series_dir) as found:
+            if not found:
+                return 0
+            frames = [read.bars for _, read in found if len(read.bars)]
+            if frames:
+                bars = pd.concat(frames)
+                self.write(source, symbol, tf, bars[~bars.index.duplicated(keep="last")])
+            with self._writing(series_dir):
+                remove_journals([path for path, _ in found])
+            rows = sum(len(f) for f in frames)
+            logger.info(
+                "%s/%s/%s: folded %d bars from %d journal(s) of loads that did not finish",
+                source, symbol, tf.name, rows, len(found),
+            )  # fmt: skip
+            return rows
 
     # -- metadata ----------------------------------------------------------------------------
 
@@ -566,7 +609,7 @@ class BarStore:
                 if kept is not None and len(kept):
                     merged[key] = pd.concat([kept, new]).sort_index()
                 else:  # only new bars: a slice of one conversion, not one per partition
-                    whole = whole if whole is not None else _to_table(frame)
+                    whole = whole if whole is not None else bars_table(frame)
                     merged[key] = whole.slice(rows.start, rows.stop - rows.start)
             # Read everything before writing anything: a corrupt partition stops the write whole.
             written = self._write_partitions(series_dir, merged)
@@ -617,7 +660,7 @@ class BarStore:
             path = paths[key]
             with self._writing(path):
                 part = merged[key]
-                table = part if isinstance(part, pa.Table) else _to_table(part)
+                table = part if isinstance(part, pa.Table) else bars_table(part)
                 atomic_write(path, functools.partial(write_parquet, table), sync_dir=False)
 
         if len(paths) == 1:

@@ -24,6 +24,20 @@ logger = logging.getLogger(__name__)
 _Mask = np.ndarray[Any, np.dtype[np.bool_]]
 
 
+#: The store's schema of a bar table (Parquet partitions, journal records).
+BAR_SCHEMA = pa.schema(
+    [pa.field(INDEX_NAME, pa.timestamp("ns", tz="UTC"), nullable=False)]
+    + [pa.field(c, pa.float64()) for c in BAR_COLUMNS]
+)
+
+
+def bars_table(frame: pd.DataFrame) -> pa.Table:
+    """A canonical bar frame as an Arrow table in :data:`BAR_SCHEMA`."""
+    arrays = [pa.array(frame.index, type=BAR_SCHEMA.field(INDEX_NAME).type)]
+    arrays += [pa.array(frame[c].to_numpy(dtype="float64"), type=pa.float64()) for c in BAR_COLUMNS]
+    return pa.Table.from_arrays(arrays, schema=BAR_SCHEMA)
+
+
 def empty_bars() -> pd.DataFrame:
     """A bar frame with no rows and the canonical columns, dtypes and index."""
     index = pd.DatetimeIndex([], tz="UTC", name=INDEX_NAME).as_unit("ns")

@@ -36,10 +36,9 @@ from candleflow.store.bar_store import (
     META_FILE,
     SOURCE_RE,
     BarStore,
-    _to_table,
     bars_from_table,
 )
-from candleflow.store.frames import write_parquet
+from candleflow.store.frames import bars_table, write_parquet
 from candleflow.store.partitions import (
     PartitionKey,
     find_partitions,
@@ -171,7 +170,7 @@ def _move_partition(kind: str, key: PartitionKey, old: Path, new: Path) -> int:
         missing = previous[~previous.index.isin(current.index)]
         if len(missing):
             merged = pd.concat([current, missing]).sort_index()
-            atomic_write(new, functools.partial(write_parquet, _to_table(merged)))
+            atomic_write(new, functools.partial(write_parquet, bars_table(merged)))
         expected = len(current) + len(missing)
         got = _rows(new)
     else:

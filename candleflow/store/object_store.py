@@ -32,13 +32,13 @@ from candleflow.store.bar_store import (
     BarStore,
     StorePath,
     WriteResult,
-    _to_table,
     bars_from_table,
     bars_in_window,
     validate_source_name,
     validate_symbol_name,
 )
-from candleflow.store.frames import check_ohlc
+from candleflow.store.frames import bars_table, check_ohlc
+from candleflow.store.journal import Journal
 from candleflow.store.manifest import (
     MANIFEST_FILE,
     Manifest,
@@ -156,6 +156,20 @@ class ObjectBarStore(BarStore):
         self.series_dir(source, symbol, timeframe)
         yield
 
+    # -- the fetch journal: none ---------------------------------------------------------------
+
+    def journal(
+        self, source: str, symbol: str, timeframe: str | Timeframe, *, sync: bool = True
+    ) -> Journal | None:
+        """None: objects cannot be appended to, so a load writes each fetched batch at once."""
+        self.series_dir(source, symbol, timeframe)
+        return None
+
+    def recover(self, source: str, symbol: str, timeframe: str | Timeframe) -> int:
+        """0: an object store keeps no journals to fold."""
+        self.series_dir(source, symbol, timeframe)
+        return 0
+
     # -- reading -----------------------------------------------------------------------------
 
     def read(
@@ -261,7 +275,7 @@ class ObjectBarStore(BarStore):
                 rows_added += len(new) - int(replaced.sum())
                 kept = prior[~replaced]
                 merged[key] = new if not len(kept) else pd.concat([kept, new]).sort_index()
-            files = series.upload({k: _to_table(v) for k, v in merged.items()}, old.version + 1)
+            files = series.upload({k: bars_table(v) for k, v in merged.items()}, old.version + 1)
             entries = {
                 key: PartitionEntry(
                     files[key],
