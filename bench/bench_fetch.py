@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from candleflow.loading.pipeline import LoadRequest, run_load
-from candleflow.sources.ib import IBSource
+from candleflow.sources.ib import MAX_MESSAGES, IBSource
 from candleflow.sources.pacing import PacingLimiter, PacingRules
 from candleflow.store.bar_store import BarStore
 
@@ -92,7 +92,8 @@ def _cpu(profiles: list[cProfile.Profile]) -> dict[str, float]:
 
 _STAGES = (
     ("IBSource.fetch (pacing, request, wait, parse)", "sources/ib.py", "fetch"),
-    ("save_bars (store writes, per segment)", "candleflow/loading.py", "save_bars"),
+    ("journal appends (one per segment)", "candleflow/store/journal.py", "append"),
+    ("save_bars (partitions written once)", "candleflow/loading/pipeline.py", "save_bars"),
 )
 
 
@@ -120,15 +121,20 @@ def _in_adapter_thread(source: IBSource, call: Callable[[], None]) -> None:
     asyncio.run_coroutine_threadsafe(invoke(), worker.loop).result()
 
 
-def run(profile: bool = False, start: str = START, end: str = END) -> FetchBench:
-    """One ``full`` load of ``SYMBOL`` 1m bars from ``start`` to ``end`` into a fresh store."""
+def run(
+    profile: bool = False, start: str = START, end: str = END, throttle: bool = False
+) -> FetchBench:
+    """One ``full`` load of ``SYMBOL`` 1m bars from ``start`` to ``end`` into a fresh store;
+    ``throttle`` keeps the client's message throttle (45 messages/s, IB's API limit being 50)."""
     request = LoadRequest.parse(SYMBOL, "1m", start=start, end=end, mode="full")
     profiles: list[cProfile.Profile] = []
     limiter = PacingLimiter(_NO_PACING, margin=0.0)
     with (
         tempfile.TemporaryDirectory() as root,
         simulator_process() as port,
-        IBSource(port=port, limiter=limiter) as source,
+        IBSource(
+            port=port, limiter=limiter, max_messages=MAX_MESSAGES if throttle else 0
+        ) as source,
     ):
         source.validate(SYMBOL)  # connect before timing; the load validates again
         if profile:

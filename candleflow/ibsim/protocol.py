@@ -70,9 +70,20 @@ def format_field(value: Field) -> str:
     return str(value)
 
 
+def _format_any(value: Field) -> str:
+    # Strings and ints (most fields) skip format_field's checks; bool is an int, so its exact
+    # type is looked up, not isinstance.
+    kind = type(value)
+    if kind is str:
+        return value  # type: ignore[return-value]
+    if kind is int:
+        return str(value)
+    return format_field(value)
+
+
 def encode_fields(*fields: Field) -> bytes:
     """A framed message: length prefix + NUL-terminated fields."""
-    payload = b"".join(format_field(f).encode() + b"\0" for f in fields)
+    payload = ("\0".join(map(_format_any, fields)) + "\0").encode() if fields else b""
     return _LENGTH.pack(len(payload)) + payload
 
 

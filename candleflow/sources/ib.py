@@ -74,6 +74,11 @@ __all__ = ["IBSource", "ib_error", "load_ib_library"]
 
 T = TypeVar("T")
 
+#: Messages per second the client sends at most: IB's API allows 50 and disconnects a client
+#: that sends more; 45 is what both libraries keep to by default. Every request is a message, so
+#: this (not pacing) caps a load of small requests, e.g. 45 days of 1-minute bars per second.
+MAX_MESSAGES = 45
+
 _INFO_CODES = range(2100, 2200)
 _CONNECTIVITY_LOST = 1100
 _CONNECTIVITY_BACK = (1101, 1102)
@@ -178,9 +183,10 @@ class IBSource:
     ``cancel_token`` interrupts gate, pacing and reconnect waits. ``what_to_show`` is the bar type
     of every request (default: each instrument's own, ``MIDPOINT`` for forex and ``TRADES`` for
     the rest); ``exchange``/``currency`` override every spec's (see
-    :func:`candleflow.instruments.parse_instrument`). One source sends one request at a
-    time (calls from several threads queue); for parallel fetches use several sources with
-    distinct ``client_id``s — they share the gateway's limiter.
+    :func:`candleflow.instruments.parse_instrument`). ``max_messages`` is the client's throttle
+    in messages per second (:data:`MAX_MESSAGES`; 0 lifts it, for a simulator only). One source
+    sends one request at a time (calls from several threads queue); for parallel fetches use
+    several sources with distinct ``client_id``s — they share the gateway's limiter.
     """
 
     name = "ib"
@@ -202,9 +208,16 @@ class IBSource:
         currency: str | None = None,
         cancel_token: CancelToken | None = None,
         request_gate: RequestGate | None = None,
+        max_messages: int = MAX_MESSAGES,
     ) -> None:
         if reconnect_attempts < 0:
             raise InvalidRequest(f"reconnect_attempts must be >= 0, got {reconnect_attempts!r}")
+        if isinstance(max_messages, bool) or not isinstance(max_messages, int) or max_messages < 0:
+            raise InvalidRequest(
+                f"max_messages must be a whole number of messages per second >= 0 (0: no "
+                f"throttle), got {max_messages!r}; IB's API limit is 50"
+            )
+        self.max_messages = max_messages
         self.host = host
         self.port = int(port)
         self.client_id = int(client_id)
@@ -483,6 +496,7 @@ class IBSource:
         await self._disconnect()
         ib = self._lib.IB()
         ib.RaiseRequestErrors = False
+        ib.client.MaxRequests = self.max_messages  # the library's throttle, per second
         ib.errorEvent += self._on_error
         self._farm_ok = asyncio.Event()
         self._farm_ok.set()
