@@ -57,15 +57,17 @@ __all__ = [
 class ArtifactSink:
     """Keeps one Prefect progress artifact in step with a tracker's events.
 
-    The artifact is created on the first event. Later events update it when at least
-    ``min_interval`` seconds passed since the last update *and* what is shown (the percentage to
-    two decimals, or the description) changed; a final (done/cancelled) event always goes out, and
-    :meth:`close` sends the last event if a throttled one is still pending. ``create``/``update``
-    default to Prefect's ``create_progress_artifact``/``update_progress_artifact``.
+    The artifact is created by :meth:`start` (or on the first event). Later events update it
+    when at least ``min_interval`` seconds passed since the last send (the creation counts) *and*
+    what is shown (the percentage to two decimals, or the description) changed; a final
+    (done/cancelled) event always goes out, and :meth:`close` sends the last event if a throttled
+    one is still pending. ``create``/``update`` default to Prefect's
+    ``create_progress_artifact``/``update_progress_artifact``.
 
-    With ``background`` (the default) updates are sent from a thread of their own, the latest
-    value winning, so a slow API never holds up the work or the other sinks (a terminal bar);
-    a final event waits until it is out, and so does :meth:`close`.
+    With ``background`` (the default) the creation and the updates are sent from a thread of
+    their own, in order, the latest value winning, so neither a slow API nor the round trips
+    themselves hold up the work or the other sinks (a terminal bar); :meth:`close` waits until
+    everything is out — the flow returns after its last value is in the API.
     """
 
     def __init__(
@@ -93,6 +95,7 @@ class ArtifactSink:
         self._pending: ProgressEvent | None = None
         self._final = False
         self._cancelled_at: float | None = None
+        self._created = False  # the creation was sent (or handed to the sender)
         self._sender = _LatestSender(self._send_update) if background else None
 
     def __call__(self, event: ProgressEvent) -> None:
@@ -104,7 +107,7 @@ class ArtifactSink:
                 self._cancelled_at = event.percentage
             shown = self._shown(event)
             now = self._clock()
-            if self.artifact_id is not None and not final:
+            if self._created and not final:
                 if shown == self._sent:
                     self._pending = None
                     return
@@ -115,11 +118,12 @@ class ArtifactSink:
             self._final = event.done
 
     def start(self, description: str) -> None:
-        """Create the artifact at 0 % (so it exists, tied to the flow run, before any stage)."""
+        """Create the artifact at 0 % (so it exists, tied to the flow run, from the first stage
+        on); the next update follows ``min_interval`` later at the earliest."""
         with self._lock:
-            if self.artifact_id is None:
-                self.artifact_id = self._create(progress=0.0, key=self.key, description=description)
-                self._sent, self._sent_at = (0.0, description), -float("inf")
+            if not self._created:
+                self._put(0.0, description)
+                self._sent, self._sent_at = (0.0, description), self._clock()
 
     def close(self) -> None:
         """Send the last throttled event, if any, and wait until every update is out (call when
@@ -139,22 +143,24 @@ class ArtifactSink:
 
     def _send(self, event: ProgressEvent, shown: tuple[float, str], now: float) -> None:
         pct = self._cancelled_at if self._cancelled_at is not None else event.percentage
-        progress, description = float(pct), shown[1]
+        self._put(float(pct), shown[1])
+        self._sent, self._sent_at, self._pending = shown, now, None
+
+    def _put(self, progress: float, description: str) -> None:
+        # With a sender the API call leaves the tracker's thread (the work's): a slow API delays
+        # the artifact, never the work or the other sinks; close() waits for the last value.
+        self._created = True
+        if self._sender is None:
+            self._send_update(progress, description)
+        else:
+            self._sender.put(progress, description)
+
+    def _send_update(self, progress: float, description: str) -> None:
         if self.artifact_id is None:
             self.artifact_id = self._create(
                 progress=progress, key=self.key, description=description
             )
-        elif self._sender is None:
-            self._send_update(progress, description)
-        else:
-            # The API call leaves the tracker's thread (the work's): a slow API delays the
-            # artifact, never the work or the other sinks. The final value is awaited.
-            self._sender.put(progress, description)
-            if event.done or event.cancelled:
-                self._sender.drain()
-        self._sent, self._sent_at, self._pending = shown, now, None
-
-    def _send_update(self, progress: float, description: str) -> None:
+            return
         self._update(self.artifact_id, progress=progress, description=description)
         self.updates += 1
 

@@ -179,12 +179,12 @@ def test_artifact_sink_throttles_sends_only_visible_changes_and_always_the_final
     sink = ArtifactSink(
         "k", create=fake.create, update=fake.update, clock=lambda: now[0], background=False
     )
-    sink.start("Starting")
-    sink(_event(1.0, stage="validate_symbol"))  # visible change, first update: sent
+    sink.start("Starting")  # the creation counts as a send: the next is 0.5 s later
+    sink(_event(1.0, stage="validate_symbol"))  # too soon: held back
     now[0] = 0.1
-    sink(_event(2.0, stage="check_head_timestamp"))  # too soon: held back
+    sink(_event(2.0, stage="check_head_timestamp"))  # too soon: replaces the held one
     now[0] = 0.7
-    sink(_event(2.0, stage="check_head_timestamp"))  # held one now visible and due: sent
+    sink(_event(2.0, stage="check_head_timestamp"))  # visible and due: sent
     now[0] = 1.5
     sink(_event(2.0, stage="check_head_timestamp"))  # nothing visible changed: not sent
     now[0] = 1.6
@@ -193,7 +193,7 @@ def test_artifact_sink_throttles_sends_only_visible_changes_and_always_the_final
     sink(_event(100.0, done=True))  # final: always sent, even right away
     sink(_event(100.0, done=True))  # after the final event: nothing
     assert [(c[0], c[1]) for c in fake.calls] == [
-        ("create", 0.0), ("update", 1.0), ("update", 2.0), ("update", 50.0), ("update", 100.0),
+        ("create", 0.0), ("update", 2.0), ("update", 50.0), ("update", 100.0),
     ]  # fmt: skip
 
 
@@ -220,21 +220,77 @@ def test_a_slow_api_does_not_hold_up_the_run_and_the_latest_value_wins() -> None
         assert api_free.wait(30), "the test never freed the API"
         fake.update(artifact_id, **kwargs)
 
+    created = threading.Event()
+
+    def create(**kwargs: Any) -> UUID:
+        artifact_id = fake.create(**kwargs)
+        created.set()
+        return artifact_id
+
     ticks = itertools.count(start=1.0)  # every event due: each reaches the sender
-    sink = ArtifactSink("k", create=fake.create, update=slow_update, clock=lambda: next(ticks))
-    sink.start("Starting")
+    sink = ArtifactSink("k", create=create, update=slow_update, clock=lambda: next(ticks))
+    sink.start("Starting")  # the creation, too, is sent by the sender
+    assert created.wait(30)
     sink(_event(10.0, stage="fetch_segments"))  # taken by the sender, which blocks in the API
     assert sending.wait(30)
     for pct in (20.0, 30.0, 40.0):  # each call returns although the API is stuck
         sink(_event(pct, stage="fetch_segments"))
     assert [c[1] for c in fake.calls] == [0.0]  # nothing more could have reached the API yet
+    sink(_event(100.0, done=True))  # the final value returns at once too...
     api_free.set()
-    sink(_event(100.0, done=True))  # the final value is awaited
+    sink.close()  # ...and close() waits until it is out
     sent = [c[1] for c in fake.calls]
-    # 20 and 30 were replaced while the API was stuck; 40 may be replaced by the final value.
-    assert sent[:2] == [0.0, 10.0] and sent[-1] == 100.0 and set(sent[2:-1]) <= {40.0}
-    sink.close()
-    assert fake.calls[-1][1] == 100.0
+    # 20 and 30 were replaced while the API was stuck; 40 by the final value.
+    assert sent == [0.0, 10.0, 100.0]
+
+
+def test_the_artifact_is_created_off_the_runs_thread_before_any_update() -> None:
+    fake = FakeArtifacts()
+    api_free = threading.Event()
+    callers: list[str] = []
+
+    def slow_create(**kwargs: Any) -> UUID:
+        callers.append(threading.current_thread().name)
+        assert api_free.wait(30), "the test never freed the API"
+        return fake.create(**kwargs)
+
+    ticks = itertools.count(start=1.0)
+    sink = ArtifactSink("k", create=slow_create, update=fake.update, clock=lambda: next(ticks))
+    sink.start("Starting")  # returns although the API is stuck
+    sink(_event(100.0, done=True))  # so does the final event
+    assert fake.calls == []
+    api_free.set()
+    sink.close()  # waits until everything is out, created first
+    assert callers and threading.current_thread().name not in callers
+    assert fake.calls[0][0] == "create" and fake.calls[-1][1] == 100.0
+    assert len(fake.calls) <= 2
+
+
+def test_a_stage_gets_its_sequences_as_prefect_opaque_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Prefect links a stage to the task whose result it takes, and walks every element of a
+    sequence looking for more: ``opaque`` keeps the first and spares the second."""
+    from prefect.states import Completed
+    from prefect.utilities.annotations import opaque
+
+    from candleflow.models import Segment
+
+    seen: dict[str, Any] = {}
+
+    def fake_task(*args: Any, return_state: bool, **kwargs: Any) -> Any:
+        seen.update(args=args, kwargs=kwargs)
+        return Completed(data="fetched")
+
+    monkeypatch.setitem(tasks._STAGE_TASKS, "fetch_segments", fake_task)
+    segments = [Segment(NOW, NOW + pd.Timedelta(hours=1), 1)]
+    source = SyntheticSource()
+    got = tasks.run_stage_task("fetch_segments", loading.fetch_segments, source, "AAPL",
+                               segments=segments)  # fmt: skip
+    assert got == "fetched"
+    assert seen["args"] == (source, "AAPL")  # neither a sequence: as they were
+    wrapped = seen["kwargs"]["segments"]
+    assert isinstance(wrapped, opaque) and wrapped.unwrap() is segments
 
 
 def test_cancel_watcher_sets_the_token_when_the_run_is_cancelling() -> None:
