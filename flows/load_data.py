@@ -150,7 +150,9 @@ def load_data(
             bar_source.close()
         if run.handle is not None:
             run.handle.summary = summary.to_dict()
-    publish_summary(f"{key}-summary", *summary.report())
+        # Before the run's context closes: the summary goes out while the progress artifact's
+        # last update does (the close waits for that one).
+        publish_summary(f"{key}-summary", *summary.report())
     if summary.notice:
         get_run_logger().info("%s", summary.notice)
     if summary.failed_segments:
