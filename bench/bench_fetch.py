@@ -29,8 +29,11 @@ from candleflow.loading.pipeline import LoadRequest, run_load
 from candleflow.sources.ib import MAX_MESSAGES, IBSource
 from candleflow.sources.pacing import PacingLimiter, PacingRules
 from candleflow.store.bar_store import BarStore
+from candleflow.store.journal import Journal
+from candleflow.timeframes import Timeframe
 
 SYMBOL = "AAPL"
+GOAL = 50_000  # bars/s end to end, pacing off (issue 15)
 START, END = "2023-01-01", "2024-12-31"
 _NO_PACING = PacingRules(
     max_requests=10**9, max_same_series=10**9, identical_window=0.0, max_open=10**6
@@ -121,11 +124,28 @@ def _in_adapter_thread(source: IBSource, call: Callable[[], None]) -> None:
     asyncio.run_coroutine_threadsafe(invoke(), worker.loop).result()
 
 
+class _NoJournalStore(BarStore):
+    """A local store without the fetch journal: each segment rewrites its partition."""
+
+    def journal(
+        self, source: str, symbol: str, timeframe: str | Timeframe, *, sync: bool = True
+    ) -> Journal | None:
+        return None
+
+
 def run(
-    profile: bool = False, start: str = START, end: str = END, throttle: bool = False
+    profile: bool = False,
+    start: str = START,
+    end: str = END,
+    throttle: bool = False,
+    lanes: int = 1,
+    journal: bool = True,
 ) -> FetchBench:
     """One ``full`` load of ``SYMBOL`` 1m bars from ``start`` to ``end`` into a fresh store;
-    ``throttle`` keeps the client's message throttle (45 messages/s, IB's API limit being 50)."""
+    ``throttle`` keeps the client's message throttle (45 messages/s, IB's API limit being 50),
+    ``lanes`` requests are kept in flight, and ``journal=False`` writes each fetched segment
+    into its partition at once (as every load did before the journal; an object store still
+    does)."""
     request = LoadRequest.parse(SYMBOL, "1m", start=start, end=end, mode="full")
     profiles: list[cProfile.Profile] = []
     limiter = PacingLimiter(_NO_PACING, margin=0.0)
@@ -133,7 +153,7 @@ def run(
         tempfile.TemporaryDirectory() as root,
         simulator_process() as port,
         IBSource(
-            port=port, limiter=limiter, max_messages=MAX_MESSAGES if throttle else 0
+            port=port, limiter=limiter, max_messages=MAX_MESSAGES if throttle else 0, lanes=lanes
         ) as source,
     ):
         source.validate(SYMBOL)  # connect before timing; the load validates again
@@ -143,7 +163,8 @@ def run(
             _in_adapter_thread(source, adapter.enable)
             caller.enable()
         started = time.perf_counter()
-        summary = run_load(request, source, BarStore(root))
+        store = BarStore(root) if journal else _NoJournalStore(root)
+        summary = run_load(request, source, store)
         seconds = time.perf_counter() - started
         if profile:
             caller.disable()
@@ -155,18 +176,38 @@ def run(
     )
 
 
+def _line(label: str, bench: FetchBench, base: FetchBench | None = None) -> str:
+    ratio = f"  x{bench.bars_per_second / base.bars_per_second:5.2f}" if base else ""
+    per_request = bench.seconds / max(bench.requests, 1) * 1000
+    return (
+        f"  {label:44s} {bench.seconds:6.2f} s {bench.bars_per_second:9,.0f} bars/s "
+        f"{per_request:5.1f} ms/request{ratio}"
+    )
+
+
 def main() -> None:
-    plain = run(profile=False)
+    plain = run()
+    lanes = run(lanes=2)
+    per_segment = run(journal=False)
+    throttled = run(throttle=True)
     profiled = run(profile=True)
     ratio = plain.requests / plain.segments if plain.segments else float("nan")
-    per_request = plain.seconds / max(plain.requests, 1) * 1000
     print(f"{SYMBOL} 1m bars {START} → {END}, IB simulator in a child process, pacing off")
     print(
-        f"requests made:    {plain.requests} (theoretical minimum {plain.segments}, x{ratio:.2f})"
+        f"requests made:    {plain.requests} (theoretical minimum {plain.segments}, x{ratio:.2f};"
+        f" with 2 lanes {lanes.requests})"
     )
     print(f"bars stored:      {plain.bars:,}")
-    print(f"end to end:       {plain.seconds:.2f} s = {plain.bars_per_second:,.0f} bars/s")
-    print(f"per request:      {per_request:.1f} ms (fetch + parse + store write)")
+    print(f"end to end (goal ≥ {GOAL:,} bars/s, ratios against per-segment writes):")
+    print(_line("per-segment partition writes (before)", per_segment))
+    print(_line("journal, partitions written once (1 lane)", plain, per_segment))
+    print(_line("journal, 2 lanes (--ib-lanes 2)", lanes, per_segment))
+    ceiling = MAX_MESSAGES * plain.bars / max(plain.requests, 1)
+    print(_line(f"1 lane, client throttle {MAX_MESSAGES} msg/s (real IB)", throttled, per_segment))
+    print(
+        f"  (the throttle alone caps one connection at {ceiling:,.0f} bars/s here: "
+        f"{throttled.bars_per_second / ceiling:.0%} of it reached)"
+    )
     busy = {k: v for k, v in profiled.cpu.items() if not k.startswith("blocked")}
     total = sum(busy.values()) or 1.0
     print("CPU time in this process (cProfile, caller + adapter threads, blocking excluded):")

@@ -192,6 +192,13 @@ def load(
     currency: Annotated[
         str | None, typer.Option(help="Currency of the contract (--source ib), e.g. EUR.")
     ] = None,
+    ib_lanes: Annotated[
+        int,
+        typer.Option(
+            help="IB requests in flight at once, one connection each (1-4; extra client ids "
+            "are --client-id + 1000, + 2000, ...)."
+        ),
+    ] = 1,
     quiet: QuietOption = False,
     verbose: VerboseOption = False,
 ) -> int:
@@ -213,7 +220,7 @@ def load(
     options = parse_source_options(
         source, path=None if path is None else str(path), calendar_tz=tz, strict=strict,
         seed=seed, delay=delay, ib_host=ib_host, ib_port=ib_port, client_id=client_id,
-        time_scale=ib_time_scale, ib_exchange=ib_exchange, currency=currency,
+        time_scale=ib_time_scale, ib_exchange=ib_exchange, currency=currency, lanes=ib_lanes,
     )  # fmt: skip
     if options.name == "ib":
         cli_ib.quiet_client_logs()

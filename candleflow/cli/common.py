@@ -47,6 +47,7 @@ FLAGS: Mapping[str, str] = {
     "iterations": "--iterations", "batch_size": "--batch-size", "concurrency": "--concurrency",
     "store": "--store", "calendar_tz": "--tz", "strict": "--strict",
     "ib_exchange": "--ib-exchange", "currency": "--currency", "align": "--align",
+    "lanes": "--ib-lanes",
 }  # fmt: skip
 
 #: The two output options every command that runs a flow takes, declared once.

@@ -32,11 +32,13 @@ from candleflow.ibsim.protocol import Field, WireContract
 from candleflow.loading.calendars import calendar_tz
 from candleflow.models import SYMBOL_RE, Instrument, Segment
 from candleflow.sources.synthetic import SyntheticSource
+from candleflow.store.frames import empty_bars
 from candleflow.timeframes import Timeframe, from_ib_bar_size, parse_ib_duration
 
 DEFAULT_UNKNOWN: frozenset[str] = frozenset({"UNKNOWN", "ZZZZ"})
 _END_RE = re.compile(r"(\d{8})(?:[ -](\d{2}:\d{2}:\d{2}))?(?:\s+(\S+))?")
 _ZONE_ALIASES = {"UTC": "UTC", "GMT": "UTC"}
+_CACHED_MONTHS = 24  # months of intraday bars kept (1-minute: ~8,000 bars each)
 
 
 class IBError(Exception):
@@ -143,6 +145,7 @@ class SimulatedData:
         self.directory = directory if directory is not None else Directory.default()
         self._source = SyntheticSource(seed, head=head, now=now)
         self._now = now
+        self._months: dict[tuple[Instrument, str, pd.Timestamp, pd.Timestamp], pd.DataFrame] = {}
 
     def clock(self) -> pd.Timestamp:
         return pd.Timestamp.now(tz="UTC") if self._now is None else self._now()
@@ -278,7 +281,7 @@ class SimulatedData:
         try:
             if segment.end <= segment.start:
                 raise NoData("expired")
-            frame = self._source.fetch(inst, tf, segment)
+            frame = self._served(inst, tf, segment)
         except NoData:
             raise IBError(
                 162,
@@ -286,6 +289,31 @@ class SimulatedData:
                 f"{query.contract.label} {query.what_to_show.title()}",
             ) from None
         return frame, tf, inst
+
+    def _served(self, inst: Instrument, tf: Timeframe, segment: Segment) -> pd.DataFrame:
+        """``SyntheticSource.fetch`` of ``segment``, cut from a cached calendar month of bars when
+        the segment lies in one month that has ended (the source's bars do not depend on the
+        range asked, so the cut is the same frame; generating a month at once costs about as much
+        as one day). Raises ``NoData`` as the source does."""
+        lo = pd.Timestamp(year=segment.start.year, month=segment.start.month, day=1, tz="UTC")
+        hi = lo + pd.offsets.MonthBegin(1)
+        if tf.is_daily or segment.end > hi or hi > self.clock() - tf.delta:
+            return self._source.fetch(inst, tf, segment)
+        key = (inst, tf.name, lo, self._source.head_of(inst.symbol))
+        month = self._months.pop(key, None)
+        if month is None:
+            try:
+                month = self._source.fetch(inst, tf, Segment(lo, hi, 0))
+            except NoData:
+                month = empty_bars()
+        self._months[key] = month  # most recently used last
+        while len(self._months) > _CACHED_MONTHS:
+            self._months.pop(next(iter(self._months)))
+        index = pd.DatetimeIndex(month.index)
+        first, last = index.searchsorted(segment.start), index.searchsorted(segment.end)
+        if first >= last:
+            raise NoData(f"no bars in {segment.label()}")
+        return month.iloc[first:last]
 
     def historical_fields(self, query: HistoricalQuery) -> tuple[list[Field], int]:
         """The fields of the historicalData message (17) and the number of bars in it."""
@@ -334,11 +362,14 @@ def _bar_fields(frame: pd.DataFrame, tf: Timeframe, format_date: int, calendar: 
         zone = str(calendar_tz(calendar))
         dates = [f"{d} {zone}" for d in index.tz_convert(zone).strftime("%Y%m%d %H:%M:%S")]
     o, h, lo, c, v = (frame[col].tolist() for col in ("open", "high", "low", "close", "volume"))
+    # Fields go out as text (floats as repr, which is what encoding them would do): formatting
+    # them here, a column at a time, is most of the cost of answering a request.
+    os_, hs, ls, cs = (list(map(repr, col)) for col in (o, h, lo, c))
     out: list[Any] = []
     for i, date in enumerate(dates):
         if math.isnan(v[i]):  # MIDPOINT bars (forex): IB sends -1 for volume, WAP and count
-            out += [date, o[i], h[i], lo[i], c[i], -1, -1, -1]
+            out += [date, os_[i], hs[i], ls[i], cs[i], "-1", "-1", "-1"]
             continue
-        wap = round((h[i] + lo[i] + c[i]) / 3, 4)
-        out += [date, o[i], h[i], lo[i], c[i], v[i], wap, int(v[i] // 100) + 1]
+        wap = repr(round((h[i] + lo[i] + c[i]) / 3, 4))
+        out += [date, os_[i], hs[i], ls[i], cs[i], repr(v[i]), wap, str(int(v[i] // 100) + 1)]
     return out

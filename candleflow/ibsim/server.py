@@ -67,6 +67,7 @@ class SimStats:
     head_requests: int = 0
     bars_sent: int = 0
     drops: int = 0
+    most_in_flight: int = 0  # historical requests being answered at once, at most
     per_symbol: Mapping[str, int] = field(default_factory=dict)
     errors_sent: Mapping[int, int] = field(default_factory=dict)
     queries: tuple[HistoricalQuery, ...] = ()
@@ -83,6 +84,8 @@ class _Counters:
         self.heads = 0
         self.bars = 0
         self.drops = 0
+        self.in_flight = 0
+        self.most_in_flight = 0
         self.per_symbol: collections.Counter[str] = collections.Counter()
         self.errors: collections.Counter[int] = collections.Counter()
         self.queries: list[HistoricalQuery] = []
@@ -98,6 +101,7 @@ class _Counters:
                 head_requests=self.heads,
                 bars_sent=self.bars,
                 drops=self.drops,
+                most_in_flight=self.most_in_flight,
                 per_symbol=dict(self.per_symbol),
                 errors_sent=dict(self.errors),
                 queries=tuple(self.queries),
@@ -254,6 +258,11 @@ class _Connection:
             query.params,
         )
         verdict = sim.judge.judge(key) if sim.pacing else None
+        with sim._counters.lock:
+            sim._counters.in_flight += 1
+            sim._counters.most_in_flight = max(
+                sim._counters.most_in_flight, sim._counters.in_flight
+            )
         try:
             if sim.faults.delay > 0:
                 await asyncio.sleep(sim.faults.delay)
@@ -280,6 +289,8 @@ class _Connection:
                 sim._counters.bars += n
             self.send(*message)
         finally:
+            with sim._counters.lock:
+                sim._counters.in_flight -= 1
             if sim.pacing and verdict is None:
                 sim.judge.finish()
 

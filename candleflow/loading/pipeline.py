@@ -13,9 +13,12 @@ cannot promise different results.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
@@ -290,14 +293,17 @@ def fetch_segments(
             flush(pd.concat(pending))
             pending.clear()
 
+    fetch = functools.partial(_fetch_with_retry, source, instrument, timeframe, retry=retry,
+                              token=token)  # fmt: skip
+    lanes = 1 if finite else max(1, int(getattr(source, "lanes", 1)))
+    answers = _InOrder(fetch, segments, lanes, token)
     try:
-        for i, segment in enumerate(segments, start=1):
-            token.raise_if_cancelled()
+        for i, (segment, answer) in enumerate(answers, start=1):
             detail = f"Segment {i}/{len(segments)}: {segment.label()}"
             if span is not None:
                 span.update(detail=detail)
             try:
-                frame = _fetch_with_retry(source, instrument, timeframe, segment, retry, token)
+                frame = answer()
             except (Cancelled, KeyboardInterrupt):
                 raise
             except SourceUnavailable:
@@ -331,7 +337,11 @@ def fetch_segments(
             if len(pending) >= flush_every:
                 hand_over()
     finally:
-        # Whatever ends the loop — completion, cancellation, a crash — keeps what was fetched.
+        # Whatever ends the loop — completion, cancellation, a crash — keeps what was fetched,
+        # requests still in flight included.
+        for frame in answers.close_and_collect():
+            pending.append(frame)
+            rows += len(frame)
         hand_over()
     bars = pd.concat(pending) if pending else empty_bars()
     stats = FetchStats(
@@ -345,11 +355,69 @@ def fetch_segments(
     return FetchResult(bars, stats, tuple(errors))
 
 
+class _InOrder:
+    """Answers to ``fetch(segment)`` in segment order, with up to ``lanes`` requests in flight
+    (threads); one lane fetches each segment when its answer is asked for. Iterating yields
+    ``(segment, answer)``; ``answer()`` returns the bars or raises what the fetch raised. No new
+    request starts once ``token`` is cancelled or iteration stops."""
+
+    def __init__(
+        self,
+        fetch: Callable[[Segment], pd.DataFrame],
+        segments: Sequence[Segment],
+        lanes: int,
+        token: CancelToken,
+    ) -> None:
+        self.fetch, self.segments, self.token = fetch, list(segments), token
+        self.pool = ThreadPoolExecutor(lanes, thread_name_prefix="fetch") if lanes > 1 else None
+        self.lanes = lanes
+        self.inflight: deque[tuple[Segment, Future[pd.DataFrame]]] = deque()
+        self.next = 0
+
+    def _submit(self, pool: ThreadPoolExecutor) -> None:
+        while len(self.inflight) < self.lanes and self.next < len(self.segments):
+            if self.token.cancelled:
+                return
+            segment = self.segments[self.next]
+            self.inflight.append((segment, pool.submit(self.fetch, segment)))
+            self.next += 1
+
+    def __iter__(self) -> Iterator[tuple[Segment, Callable[[], pd.DataFrame]]]:
+        if self.pool is None:
+            for segment in self.segments:
+                self.token.raise_if_cancelled()
+                yield segment, functools.partial(self.fetch, segment)
+            return
+        while True:
+            self.token.raise_if_cancelled()
+            self._submit(self.pool)
+            if not self.inflight:
+                return
+            segment, future = self.inflight.popleft()
+            yield segment, future.result
+
+    def close_and_collect(self) -> list[pd.DataFrame]:
+        """Stop: wait for the requests in flight and return the bars of those that succeeded."""
+        if self.pool is None:
+            return []
+        frames: list[pd.DataFrame] = []
+        self.next = len(self.segments)
+        for _, future in self.inflight:
+            try:
+                frames.append(future.result())
+            except BaseException:  # its segment was not fetched: nothing to keep
+                continue
+        self.inflight.clear()
+        self.pool.shutdown(wait=True)
+        return frames
+
+
 def _fetch_with_retry(
     source: Source,
     instrument: Instrument,
     timeframe: Timeframe,
     segment: Segment,
+    *,
     retry: RetryPolicy,
     token: CancelToken,
 ) -> pd.DataFrame:

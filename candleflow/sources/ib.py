@@ -36,6 +36,8 @@ import asyncio
 import datetime as dt
 import importlib
 import logging
+import operator
+import queue
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from types import ModuleType, TracebackType
@@ -57,15 +59,15 @@ from candleflow.instruments import AssetClass, InstrumentSpec, parse_instrument
 from candleflow.loading.calendars import get_calendar
 from candleflow.models import BAR_COLUMNS, INDEX_NAME, Instrument, Segment, parse_symbol
 from candleflow.progress import CancelToken
-from candleflow.sources.options import parse_seconds
+from candleflow.sources.options import MAX_LANES, parse_seconds
 from candleflow.sources.pacing import (
     OPEN_GATE,
+    MessageThrottle,
     PacingLimiter,
     RequestGate,
     RequestKey,
     shared_limiter,
 )
-from candleflow.store.frames import normalize_bars
 from candleflow.timeframes import Timeframe, ib_duration, parse_timeframe
 
 logger = logging.getLogger(__name__)
@@ -74,10 +76,14 @@ __all__ = ["IBSource", "ib_error", "load_ib_library"]
 
 T = TypeVar("T")
 
-#: Messages per second the client sends at most: IB's API allows 50 and disconnects a client
-#: that sends more; 45 is what both libraries keep to by default. Every request is a message, so
-#: this (not pacing) caps a load of small requests, e.g. 45 days of 1-minute bars per second.
+#: Requests per second one connection sends at most: IB's API allows 50 messages a second and
+#: disconnects a client that sends more; 45 is what both libraries keep to by default. This
+#: (not pacing) caps a load of small requests, e.g. 45 days of 1-minute bars a second.
 MAX_MESSAGES = 45
+
+#: A lane's client id is the source's plus this times its number, clear of the consecutive ids
+#: parallel backfill workers take.
+LANE_CLIENT_STEP = 1000
 
 _INFO_CODES = range(2100, 2200)
 _CONNECTIVITY_LOST = 1100
@@ -184,9 +190,11 @@ class IBSource:
     of every request (default: each instrument's own, ``MIDPOINT`` for forex and ``TRADES`` for
     the rest); ``exchange``/``currency`` override every spec's (see
     :func:`candleflow.instruments.parse_instrument`). ``max_messages`` is the client's throttle
-    in messages per second (:data:`MAX_MESSAGES`; 0 lifts it, for a simulator only). One source
-    sends one request at a time (calls from several threads queue); for parallel fetches use
-    several sources with distinct ``client_id``s — they share the gateway's limiter.
+    in messages per second (:data:`MAX_MESSAGES`; 0 lifts it, for a simulator only). One
+    connection sends one request at a time (calls from several threads queue). ``lanes`` > 1
+    opens that many connections (client ids ``client_id + 1000·k``) so historical requests from
+    several threads overlap — the fetch stage then keeps ``lanes`` requests in flight; they all
+    pass the same limiter, and every other call uses the first.
     """
 
     name = "ib"
@@ -209,6 +217,7 @@ class IBSource:
         cancel_token: CancelToken | None = None,
         request_gate: RequestGate | None = None,
         max_messages: int = MAX_MESSAGES,
+        lanes: int = 1,
     ) -> None:
         if reconnect_attempts < 0:
             raise InvalidRequest(f"reconnect_attempts must be >= 0, got {reconnect_attempts!r}")
@@ -218,6 +227,12 @@ class IBSource:
                 f"throttle), got {max_messages!r}; IB's API limit is 50"
             )
         self.max_messages = max_messages
+        self._throttle = MessageThrottle(max_messages)
+        if isinstance(lanes, bool) or not isinstance(lanes, int) or not 1 <= lanes <= MAX_LANES:
+            raise InvalidRequest(
+                f"lanes must be a whole number from 1 to {MAX_LANES}, got {lanes!r}", "lanes", lanes
+            )
+        self.lanes = lanes
         self.host = host
         self.port = int(port)
         self.client_id = int(client_id)
@@ -244,6 +259,22 @@ class IBSource:
         self._farm_ok: asyncio.Event | None = None
         self._gave_up = False
         self._closed = False
+        # Lanes beyond the first: sources of their own (own connection, client id, loop), sharing
+        # this one's limiter, gate and cancel token; each historical request takes a free lane.
+        self._siblings = [
+            IBSource(
+                host, port, self.client_id + LANE_CLIENT_STEP * k, timeout=timeout,
+                limiter=self.limiter, calendar_map=calendar_map,
+                reconnect_attempts=reconnect_attempts, reconnect_backoff=reconnect_backoff,
+                what_to_show=what_to_show, use_rth=use_rth, exchange=exchange,
+                currency=currency, cancel_token=self._token, request_gate=self.request_gate,
+                max_messages=max_messages,
+            )
+            for k in range(1, lanes)
+        ]  # fmt: skip
+        self._free: queue.SimpleQueue[IBSource] = queue.SimpleQueue()
+        for lane in (self, *self._siblings):
+            self._free.put(lane)
 
     def __repr__(self) -> str:
         return f"IBSource({self.host}:{self.port}, client_id={self.client_id}, lib={self.library})"
@@ -255,21 +286,24 @@ class IBSource:
 
     @property
     def api_calls(self) -> int:
-        """Requests sent to IB (contract details, head timestamps, historical data)."""
+        """Requests sent to IB (contract details, head timestamps, historical data), all lanes."""
         with self._counter_lock:
-            return self._api_calls
+            own = self._api_calls
+        return own + sum(s.api_calls for s in self._siblings)
 
     @property
     def historical_calls(self) -> int:
-        """Historical-data requests sent (each one passed the pacing limiter)."""
+        """Historical-data requests sent (each one passed the pacing limiter), all lanes."""
         with self._counter_lock:
-            return self._historical_calls
+            own = self._historical_calls
+        return own + sum(s.historical_calls for s in self._siblings)
 
     @property
     def connects(self) -> int:
-        """Successful connections made (1 + reconnects)."""
+        """Successful connections made (1 + reconnects), all lanes."""
         with self._counter_lock:
-            return self._connects
+            own = self._connects
+        return own + sum(s.connects for s in self._siblings)
 
     # ------------------------------------------------------------------ Source protocol
 
@@ -360,7 +394,20 @@ class IBSource:
     def fetch(
         self, instrument: Instrument, timeframe: Timeframe | str, segment: Segment
     ) -> pd.DataFrame:
-        """Bars starting in ``[segment.start, segment.end)``; ``NoData`` if IB sends none."""
+        """Bars starting in ``[segment.start, segment.end)``; ``NoData`` if IB sends none.
+
+        With several ``lanes``, calls from several threads run at once, one per free lane."""
+        if not self._siblings:
+            return self._fetch(instrument, timeframe, segment)
+        lane = self._free.get()
+        try:
+            return lane._fetch(instrument, timeframe, segment)
+        finally:
+            self._free.put(lane)
+
+    def _fetch(
+        self, instrument: Instrument, timeframe: Timeframe | str, segment: Segment
+    ) -> pd.DataFrame:
         tf = parse_timeframe(timeframe)
         contract = self._contract(instrument)
         what = f"{instrument.symbol} {tf.ib_bar_size} bars {segment.label()}"
@@ -392,14 +439,15 @@ class IBSource:
             )  # fmt: skip
 
         bars = self._call(historical, symbol=instrument.symbol, what=what, pacing=key)
-        frame = _bars_frame(bars, what)
-        frame = frame[(frame.index >= segment.start) & (frame.index < segment.end)]
+        frame = _bars_frame(bars, what, segment.start, segment.end)
         if frame.empty:
             raise NoData(f"IB sent no bars for {what} inside the segment")
         return frame
 
     def close(self) -> None:
-        """Disconnect and stop the private loop; safe to call twice."""
+        """Disconnect and stop the private loop (every lane's); safe to call twice."""
+        for sibling in self._siblings:
+            sibling.close()
         with self._lock:
             if self._closed:
                 return
@@ -470,13 +518,16 @@ class IBSource:
                     if self._token.wait(wait):
                         raise Cancelled(self._token.reason)
                 try:
-                    worker.run(self._connect())
+                    if self._ib is None or not self._ib.isConnected():
+                        worker.run(self._connect())
                     if pacing is None:
+                        self._throttle.acquire(self._token)
                         result = worker.run(self._once(request, symbol, what, False))
                     else:
-                        # The shared gate first: the limiter then records the request when it
-                        # really leaves, after a wait for a slot that may be long.
+                        # The shared gate first, then the message rate: the limiter then
+                        # records the request when it really leaves (nothing holds it after).
                         self.request_gate.acquire(self._token)
+                        self._throttle.acquire(self._token)
                         with self.limiter.acquire(pacing, self._token):
                             result = worker.run(self._once(request, symbol, what, True))
                 except _ConnectionLost as exc:
@@ -496,7 +547,9 @@ class IBSource:
         await self._disconnect()
         ib = self._lib.IB()
         ib.RaiseRequestErrors = False
-        ib.client.MaxRequests = self.max_messages  # the library's throttle, per second
+        # The library's own throttle would hold requests after the limiter let them go (and
+        # past its margin): ``_throttle`` keeps the message rate before the limiter instead.
+        ib.client.MaxRequests = 0
         ib.errorEvent += self._on_error
         self._farm_ok = asyncio.Event()
         self._farm_ok.set()
@@ -598,20 +651,37 @@ def _utc(value: Any) -> pd.Timestamp:
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
-def _bars_frame(bars: Any, what: str) -> pd.DataFrame:
-    """IB ``BarData`` items as a canonical bar frame (UTC index, float64 columns)."""
+_DATE = operator.attrgetter("date")
+_OHLCV = operator.attrgetter("open", "high", "low", "close", "volume")
+
+
+def _bars_frame(
+    bars: Any, what: str, start: pd.Timestamp | None = None, end: pd.Timestamp | None = None
+) -> pd.DataFrame:
+    """IB ``BarData`` items as a canonical bar frame (UTC index, float64 columns), keeping the bars
+    starting in ``[start, end)`` when given."""
     rows = list(bars or [])
     if not rows:
         raise NoData(f"IB sent no bars for {what}")
-    dates = [b.date for b in rows]
+    dates = list(map(_DATE, rows))
     if all(isinstance(d, dt.datetime) and d.tzinfo is not None for d in dates):
         # formatDate=2 intraday bars: aware datetimes; epoch arithmetic is ~10x faster here.
-        ns = np.array([round(d.timestamp()) for d in dates], dtype=np.int64) * 1_000_000_000
-        index = pd.DatetimeIndex(ns.view("M8[ns]"), name=INDEX_NAME).tz_localize("UTC")
+        seconds = np.fromiter(map(dt.datetime.timestamp, dates), dtype=np.float64, count=len(rows))
+        ns = np.round(seconds).astype(np.int64) * 1_000_000_000
     else:  # daily bars are dates; anything naive is read as UTC
-        index = pd.DatetimeIndex(pd.to_datetime(dates, utc=True), name=INDEX_NAME)
-    values = np.array([(b.open, b.high, b.low, b.close, b.volume) for b in rows], dtype=np.float64)
+        ns = pd.DatetimeIndex(pd.to_datetime(dates, utc=True)).as_unit("ns").asi8
+    values = np.array(list(map(_OHLCV, rows)), dtype=np.float64)
+    if start is not None or end is not None:
+        keep = np.ones(len(ns), dtype=bool)
+        if start is not None:
+            keep &= ns >= start.as_unit("ns").value
+        if end is not None:
+            keep &= ns < end.as_unit("ns").value
+        ns, values = ns[keep], values[keep]
     # MIDPOINT (forex) bars have no volume: IB sends -1.
     values[values[:, 4] < 0, 4] = np.nan
+    index = pd.DatetimeIndex(ns.view("M8[ns]"), name=INDEX_NAME).tz_localize("UTC")
     frame = pd.DataFrame(values, index=index, columns=list(BAR_COLUMNS))
-    return normalize_bars(frame, origin=f"IB {what}")
+    if not index.is_monotonic_increasing:
+        frame = frame.sort_index()
+    return frame

@@ -56,6 +56,9 @@ DEFAULT_IB_PORT: Final = 4002
 DEFAULT_CLIENT_ID: Final = 1
 
 #: Options every caller may pass for any source, with the value that means "not set".
+#: Most historical requests one IB source keeps in flight (one connection each).
+MAX_LANES: Final = 4
+
 NEUTRAL: Final[Mapping[str, object]] = {
     "path": None,
     "seed": 0,
@@ -68,6 +71,7 @@ NEUTRAL: Final[Mapping[str, object]] = {
     "time_scale": 1.0,
     "ib_exchange": None,
     "currency": None,
+    "lanes": 1,
 }
 
 
@@ -267,7 +271,9 @@ class IBOptions:
     """The ``ib`` source: the gateway (TWS, IB Gateway or ``candleflow ib-sim``) at
     ``ib_host``:``ib_port``, the API ``client_id`` (unused by other clients of that gateway),
     ``time_scale`` (> 0; IB's pacing windows × it, equal to a simulator's ``--time-scale``, 1 for
-    a real gateway) and the ``timeout`` of each request in seconds (``None``: the adapter's)."""
+    a real gateway), the ``timeout`` of each request in seconds (``None``: the adapter's) and the
+    ``lanes``: historical requests kept in flight at once, one connection each (1-4; client ids
+    ``client_id + 1000·k`` for the extra ones)."""
 
     name: ClassVar[str] = "ib"
 
@@ -278,6 +284,7 @@ class IBOptions:
     timeout: float | None = None
     ib_exchange: str | None = None
     currency: str | None = None
+    lanes: int = 1
 
     @classmethod
     def parse(
@@ -290,6 +297,7 @@ class IBOptions:
         timeout: object = None,
         ib_exchange: object = None,
         currency: object = None,
+        lanes: object = 1,
     ) -> IBOptions:
         host = str(ib_host).strip()
         if not host:
@@ -302,6 +310,14 @@ class IBOptions:
         client = parse_integer(client_id, "client_id")
         if client < 0:
             raise InvalidRequest(f"client_id must be >= 0, got {client}", "client_id", client)
+        count = parse_integer(lanes, "lanes")
+        if not 1 <= count <= MAX_LANES:
+            raise InvalidRequest(
+                f"lanes must be 1-{MAX_LANES} (historical requests in flight, one IB connection "
+                f"each), got {count}",
+                "lanes",
+                count,
+            )
         return cls(
             ib_host=host,
             ib_port=port,
@@ -310,6 +326,7 @@ class IBOptions:
             timeout=None if timeout is None else parse_seconds(timeout, "timeout", positive=True),
             ib_exchange=_contract_word(ib_exchange, "ib_exchange", "an IB exchange, e.g. CME"),
             currency=_contract_word(currency, "currency", "a currency code, e.g. EUR"),
+            lanes=count,
         )
 
 

@@ -237,6 +237,35 @@ class MonotonicClock:
         return False
 
 
+class MessageThrottle:
+    """At most ``per_second`` messages in any second (IB's API limit for one client is 50), for
+    requests to pass just before the :class:`PacingLimiter`: a throttle inside the client library
+    would hold a request back *after* the limiter recorded it as sent, and the gateway would see
+    it later than the limiter's margin allows. ``per_second=0`` lets everything through."""
+
+    def __init__(self, per_second: int, clock: Clock | None = None) -> None:
+        self.per_second = per_second
+        self.clock = clock or MonotonicClock()
+        self._sent: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def acquire(self, token: CancelToken | None = None) -> None:
+        """Wait until one more message fits, then count it; ``Cancelled`` if ``token`` is."""
+        if self.per_second <= 0:
+            return
+        while True:
+            with self._lock:
+                now = self.clock.now()
+                while self._sent and self._sent[0] <= now - 1.0:
+                    self._sent.popleft()
+                if len(self._sent) < self.per_second:
+                    self._sent.append(now)
+                    return
+                wait = self._sent[0] + 1.0 - now
+            if self.clock.wait(max(wait, 1e-6), token):
+                raise Cancelled(token.reason if token is not None else "cancelled")
+
+
 class Permit:
     """An acquired request slot; release it (or leave its ``with`` block) when answered."""
 

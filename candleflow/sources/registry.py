@@ -130,7 +130,7 @@ def _ib(
     check_gateway(host, port)
     limiter = shared_limiter(f"ib:{host}:{port}", time_scale=options.time_scale)
     extra: dict[str, Any] = {} if options.timeout is None else {"timeout": options.timeout}
-    extra.update(exchange=options.ib_exchange, currency=options.currency)
+    extra.update(exchange=options.ib_exchange, currency=options.currency, lanes=options.lanes)
     return IBSource(
         host, port, options.client_id, limiter=limiter, cancel_token=cancel_token,
         request_gate=request_gate, **extra,

@@ -63,9 +63,18 @@ def normalize_bars(frame: pd.DataFrame, *, origin: str) -> pd.DataFrame:
     return out
 
 
+def bar_columns(bars: pd.DataFrame) -> tuple[np.ndarray[Any, np.dtype[np.float64]], ...]:
+    """open, high, low, close and volume of ``bars`` as float64 arrays (one conversion when the
+    frame is canonical: column lookups by name cost more than the checks on a few hundred rows)."""
+    if tuple(bars.columns) == BAR_COLUMNS:
+        values = bars.to_numpy(dtype="float64")
+        return tuple(values[:, i] for i in range(len(BAR_COLUMNS)))
+    return tuple(bars[col].to_numpy(dtype="float64") for col in BAR_COLUMNS)
+
+
 def ohlc_checks(bars: pd.DataFrame) -> list[tuple[str, _Mask]]:
     """Each OHLC rule with the mask of rows breaking it."""
-    o, h, lo, c, v = (bars[col].to_numpy(dtype="float64") for col in BAR_COLUMNS)
+    o, h, lo, c, v = bar_columns(bars)
     checks: list[tuple[str, _Mask]] = []
     for name, values in zip(PRICE_COLUMNS, (o, h, lo, c), strict=True):
         checks.append((f"{name} is NaN", np.isnan(values)))

@@ -39,13 +39,13 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from candleflow.errors import StoreCorrupted
 from candleflow.models import BAR_COLUMNS, INDEX_NAME
 from candleflow.store.atomic import fsync_dir, make_dirs
-from candleflow.store.frames import BAR_SCHEMA, bars_table, empty_bars
+from candleflow.store.frames import bar_columns, empty_bars
 
 __all__ = [
     "JOURNAL_DIR",
@@ -65,24 +65,28 @@ SUFFIX = ".journal"
 HEADER = b"CANDLEFLOW-JOURNAL 1\n"
 _RECORD = struct.Struct("<4sII")
 _MAGIC = b"SEG1"
+_COUNT = struct.Struct("<I")
 
 
 def _encode(frame: pd.DataFrame) -> bytes:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, BAR_SCHEMA) as writer:
-        writer.write_table(bars_table(frame))
-    payload: bytes = sink.getvalue().to_pybytes()
+    index = pd.DatetimeIndex(frame.index)
+    ns = index.tz_convert("UTC").as_unit("ns").asi8.astype("<i8", copy=False)
+    values = np.column_stack(bar_columns(frame)).astype("<f8", copy=False)
+    payload = _COUNT.pack(len(ns)) + ns.tobytes() + np.ascontiguousarray(values).tobytes()
     return _RECORD.pack(_MAGIC, len(payload), zlib.crc32(payload)) + payload
 
 
-def _decode(payload: bytes, path: Path) -> pa.Table:
-    try:
-        table = pa.ipc.open_stream(payload).read_all()
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        raise StoreCorrupted(str(path), f"journal record not readable as Arrow: {exc}") from exc
-    if not table.schema.equals(BAR_SCHEMA):
-        raise StoreCorrupted(str(path), f"journal record has schema {table.schema}, not bars")
-    return table
+def _decode(payload: bytes, path: Path) -> pd.DataFrame:
+    if len(payload) < _COUNT.size:
+        raise StoreCorrupted(str(path), "journal record too short to hold a bar count")
+    (rows,) = _COUNT.unpack_from(payload)
+    width = len(BAR_COLUMNS)
+    if len(payload) != _COUNT.size + rows * 8 * (1 + width):
+        raise StoreCorrupted(str(path), f"journal record of {rows} bars has the wrong length")
+    ns = np.frombuffer(payload, dtype="<i8", count=rows, offset=_COUNT.size)
+    values = np.frombuffer(payload, dtype="<f8", offset=_COUNT.size + rows * 8)
+    index = pd.DatetimeIndex(ns.astype("M8[ns]"), name=INDEX_NAME).tz_localize("UTC")
+    return pd.DataFrame(values.reshape(rows, width).copy(), index=index, columns=list(BAR_COLUMNS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +114,7 @@ def read_journal(path: Path, data: bytes | None = None) -> JournalRead:
         raise StoreCorrupted(str(path), "not a candleflow journal (bad header)")
     if not data.startswith(HEADER):
         raise StoreCorrupted(str(path), "not a candleflow journal (bad header)")
-    tables: list[pa.Table] = []
+    frames: list[pd.DataFrame] = []
     at = len(HEADER)
     while at < len(data):
         head = data[at : at + _RECORD.size]
@@ -131,19 +135,14 @@ def read_journal(path: Path, data: bytes | None = None) -> JournalRead:
             if end < len(data):
                 raise StoreCorrupted(str(path), f"journal record at byte {at} fails its checksum")
             break
-        tables.append(_decode(payload, path))
+        frames.append(_decode(payload, path))
         at = end
     torn = len(data) - at
-    if not tables:
+    if not frames:
         return JournalRead(empty_bars(), 0, torn)
-    table = pa.concat_tables(tables)
-    index = pd.DatetimeIndex(table.column(INDEX_NAME).to_pandas(), name=INDEX_NAME)
-    frame = pd.DataFrame(
-        {c: table.column(c).to_numpy() for c in BAR_COLUMNS},
-        index=index.tz_convert("UTC").as_unit("ns"),
-    )
+    frame = frames[0] if len(frames) == 1 else pd.concat(frames)
     frame = frame[~frame.index.duplicated(keep="last")].sort_index()
-    return JournalRead(frame, len(tables), torn)
+    return JournalRead(frame, len(frames), torn)
 
 
 def journal_files(series_dir: Path) -> list[Path]:
