@@ -99,9 +99,9 @@ def test_ctrl_c_stops_the_load_cleanly_saves_what_was_fetched_and_exits_130(
         start_new_session=True,
     )  # fmt: skip
     try:
-        # The first segment is flushed to the store as soon as it is fetched.
-        wait_until(lambda: list(store.rglob("*.parquet")) or proc.poll() is not None, 120,
-                   "the first segment to be stored", step=0.05)  # fmt: skip
+        # The first segment is journaled in the store as soon as it is fetched.
+        wait_until(lambda: list(store.rglob("*.journal")) or proc.poll() is not None, 120,
+                   "the first segment to be journaled", step=0.05)  # fmt: skip
         assert proc.poll() is None, proc.communicate()
         os.killpg(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=60)
@@ -115,6 +115,7 @@ def test_ctrl_c_stops_the_load_cleanly_saves_what_was_fetched_and_exits_130(
     assert bars.index.is_monotonic_increasing and not bars.index.has_duplicates
     assert bars.index[-1] < pd.Timestamp("2023-12-01", tz="UTC"), "it did not stop early"
     assert not [p for p in store.rglob("*") if p.name.endswith(".tmp")]
+    assert not list(store.rglob("*.journal")), "the cancelled load folded its journal"
     assert "rows added" in out
 
 

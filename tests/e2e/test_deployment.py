@@ -53,9 +53,9 @@ def test_deployment_runs_on_a_worker_reports_progress_and_cancels_cleanly(
                 )  # fmt: skip
 
                 def fetching() -> Any:
-                    # Cancel once a segment is stored: cancelling while the first one is in
+                    # Cancel once a segment is journaled: cancelling while the first one is in
                     # flight would rightly save nothing, and the test is about keeping bars.
-                    if not list(store.rglob("*.parquet")):
+                    if not list(store.rglob("*.journal")):
                         return None
                     found = read_run_artifacts(client, [flow_run.id])
                     if found and "Fetching segment" in (found[0].description or ""):

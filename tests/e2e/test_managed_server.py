@@ -123,8 +123,8 @@ def test_a_load_killed_with_sigkill_leaves_only_the_managed_server(
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     try:
-        wait_until(lambda: list(store.rglob("*.parquet")) or load.poll() is not None, 240,
-                   "the load to store its first segment")  # fmt: skip
+        wait_until(lambda: list(store.rglob("*.journal")) or load.poll() is not None, 240,
+                   "the load to journal its first segment")  # fmt: skip
         assert load.poll() is None, "the load ended before it could be killed"
         os.killpg(load.pid, signal.SIGKILL)
         load.wait(timeout=30)

@@ -19,6 +19,7 @@ import pytest
 
 from candleflow.cli import main
 from candleflow.store import atomic
+from candleflow.store.bar_store import BarStore
 from candleflow.store import bar_store as bar_store_module
 
 
@@ -49,7 +50,7 @@ def _load(store: Path, end: str) -> list[str]:
 @pytest.mark.parametrize(
     ("code", "fix"), [(errno.ENOSPC, "free space"), (errno.EROFS, "read-only")]
 )
-def test_a_refused_save_is_one_line_exit_1_and_the_store_is_unchanged(
+def test_a_refused_save_is_one_line_exit_1_and_keeps_the_fetch_in_its_journal(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -69,4 +70,15 @@ def test_a_refused_save_is_one_line_exit_1_and_the_store_is_unchanged(
     assert line.startswith("error: cannot write to store ") and str(store) in line
     assert fix in line and os.strerror(code) in line
     assert "Flow run encountered" not in line  # the core's words, not Prefect's wrapping
-    assert _snapshot(store) == before
+    # The partitions and metadata are as they were; what was fetched waits in the load's
+    # journal, and the next load (with the disk back) folds it in without fetching it again.
+    after = _snapshot(store)
+    journals = [name for name in after if "/_journal/" in name]
+    assert len(journals) == 1
+    assert {k: v for k, v in after.items() if k not in journals} == before
+    monkeypatch.undo()
+    assert main(_load(store, "2024-04-30")) == 0
+    assert not list(store.rglob("*.journal"))
+    assert BarStore(store).read_meta("synthetic", "AAPL", "1d")["rows"] == len(
+        BarStore(store).read("synthetic", "AAPL", "1d")
+    )
