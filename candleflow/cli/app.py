@@ -505,6 +505,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         root.setLevel(logging.WARNING)
     # Prefect's own console handler; set before Prefect is imported (commands import it lazily).
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    # The managed server runs with analytics off; the client agrees, so the first interactive
+    # `import prefect` does not print a three-line telemetry notice above the progress bar.
+    # An explicit DO_NOT_TRACK in the environment wins.
+    os.environ.setdefault("DO_NOT_TRACK", "1")
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         result = app(args=args, prog_name="candleflow", standalone_mode=False)
