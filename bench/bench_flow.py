@@ -12,7 +12,8 @@ both), each run after a short pause for the API to finish the previous run's bac
 are compared. Wall time is what the goals speak of; the CPU seconds beside it (this process, and
 the API server) vary less on a busy machine and show what the orchestration costs. The flows run
 on a throw-away ephemeral Prefect API whose start-up and first migration are excluded (one
-warm-up run), as they are paid once per process, not per run.
+warm-up run), as they are paid once per process, not per run. ``BENCH_FLOW_VERBOSE=1`` prints
+every run's wall time too.
 """
 
 from __future__ import annotations
