@@ -12,7 +12,9 @@ Compared in the same run, on the same budget:
 * **random** — ``optimize(method="random")``, whose time is the backtests' own: a method's
   *overhead per iteration* is its time minus random search's, over the iterations;
 * **tpe** — Optuna's TPE sampler asked and told in the same rounds (when optuna is installed),
-  to decide whether it earns a ``--method``.
+  to decide whether it earns a ``--method``;
+* **1/round** — the forest before and now, and random search, asking one point a round (a run
+  with ``--batch-size 1 --concurrency 1``), where the forest used to be refitted for every point.
 
 Prints each method's wall time, time and overhead per iteration, best Sharpe per seed and mean,
 and the ratios before / now. ``CANDLEFLOW_BENCH_QUICK=1`` runs 24 iterations on 2 seeds (a smoke
@@ -77,7 +79,9 @@ def bars_1h() -> tuple[pd.DataFrame, str]:
         return frame, "synthetic EURUSD-like 1h (backtesting.py not installed)"
 
 
-def _today(bars: pd.DataFrame, iterations: int, seed: int, estimator: str = "GP") -> float:
+def _today(
+    bars: pd.DataFrame, iterations: int, seed: int, estimator: str = "GP", round_: int = ROUND
+) -> float:
     """The pre-issue-15 Bayesian search: skopt's GP (or forest, "RF"), 1,000 sampled candidates,
     ask(n_points) with the constant liar refitting the model per point; infeasible points told
     at the worst value seen."""
@@ -97,7 +101,7 @@ def _today(bars: pd.DataFrame, iterations: int, seed: int, estimator: str = "GP"
     with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         while done < iterations:
-            n = min(ROUND, iterations - done)
+            n = min(round_, iterations - done)
             xs = optimizer.ask(n_points=n) if n > 1 else [optimizer.ask()]
             ys: list[float] = []
             for x in xs:
@@ -148,11 +152,13 @@ def _tpe(bars: pd.DataFrame, iterations: int, seed: int) -> float:
     return best
 
 
-def _ours(method: str, estimator: str = "gp") -> Callable[[pd.DataFrame, int, int], float]:
+def _ours(
+    method: str, estimator: str = "gp", round_: int = ROUND
+) -> Callable[[pd.DataFrame, int, int], float]:
     def run(bars: pd.DataFrame, iterations: int, seed: int) -> float:
         result = optimize(
             bars, "sma_cross", default_space("sma_cross"), method=method,  # type: ignore[arg-type]
-            iterations=iterations, seed=seed, batch_size=ROUND, base_estimator=estimator,
+            iterations=iterations, seed=seed, batch_size=round_, base_estimator=estimator,
         )  # fmt: skip
         return result.best.objective if result.best is not None else math.nan
 
@@ -168,6 +174,10 @@ def measure(iterations: int, seeds: int) -> tuple[str, dict[str, list[Run]]]:
         "forest": _ours("bayes", "forest"),
         "today": _today,
         "forest_today": lambda b, i, s: _today(b, i, s, "RF"),
+        # One point a round (--batch-size 1 --concurrency 1): a forest refit per point before.
+        "random_1": _ours("random", round_=1),
+        "forest_1": _ours("bayes", "forest", round_=1),
+        "forest_today_1": lambda b, i, s: _today(b, i, s, "RF", round_=1),
     }
     try:
         import optuna  # noqa: F401
@@ -194,29 +204,36 @@ def main() -> None:
           f"by sharpe, rounds of {ROUND}, {seeds} seeds")  # fmt: skip
     label = {"today": "bayes gp before (skopt liar)", "gp": "bayes gp now",
              "forest_today": "bayes forest before", "forest": "bayes forest now",
-             "random": "random", "tpe": "optuna tpe"}  # fmt: skip
+             "random": "random", "tpe": "optuna tpe",
+             "forest_today_1": "1/round: forest before", "forest_1": "1/round: forest now",
+             "random_1": "1/round: random"}  # fmt: skip
     seeds_head = " ".join(f"seed {s:<3d}" for s in range(seeds))
     print(f"{'method':<30} {'time':>8} {'ms/iter':>8} {'overhead':>9}  {seeds_head}  mean best")
-    for name in ("today", "gp", "forest_today", "forest", "random", "tpe"):
+    base_1 = statistics.mean(r.seconds for r in runs["random_1"])
+    order = ("today", "gp", "forest_today", "forest", "random", "tpe", "forest_today_1",
+             "forest_1", "random_1")  # fmt: skip
+    for name in order:
         if name not in runs:
             continue
         rs = runs[name]
         seconds = statistics.mean(r.seconds for r in rs)
         per = 1000 * seconds / iterations
-        over = 1000 * (seconds - base) / iterations
+        over = 1000 * (seconds - (base_1 if name.endswith("_1") else base)) / iterations
         bests = " ".join(f"{r.best:8.4f}" for r in rs)
         mean = statistics.mean(r.best for r in rs)
         print(f"{label[name]:<30} {seconds:7.2f}s {per:8.2f} {over:8.2f}ms  {bests}  {mean:9.4f}")
     mean_best = {n: statistics.mean(r.best for r in rs) for n, rs in runs.items()}
     mean_time = {n: statistics.mean(r.seconds for r in rs) for n, rs in runs.items()}
-    for now, before in (("gp", "today"), ("forest", "forest_today")):
-        over = 1000 * (mean_time[now] - base) / iterations
+    pairs = (("gp", "today", "random"), ("forest", "forest_today", "random"),
+             ("forest_1", "forest_today_1", "random_1"))  # fmt: skip
+    for now, before, rnd in pairs:
+        over = 1000 * (mean_time[now] - mean_time[rnd]) / iterations
         met = "met" if over <= GOAL_MS else "NOT met"
         print(
             f"{now}: time before/now {mean_time[before] / mean_time[now]:6.1f}x · overhead "
             f"{over:.2f} ms/iteration (goal ≤ {GOAL_MS:g}: {met})"
             f" · mean best sharpe now − before {mean_best[now] - mean_best[before]:+.4f}, "
-            f"now − random {mean_best[now] - mean_best['random']:+.4f}"
+            f"now − random {mean_best[now] - mean_best[rnd]:+.4f}"
         )
     if "tpe" in runs:
         faster = mean_time["tpe"] < mean_time["gp"]

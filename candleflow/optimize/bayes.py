@@ -14,6 +14,10 @@ constant liar, and spends less on each:
 * **The GP's predictive spread** is computed with a matrix product (the same formula as skopt's).
 * **A forest is fitted once per batch** (a refit per lie costs ~0.2 s a point): the batch's
   points are the best candidates of the acquisition function in ``n`` random groups of them.
+* **A forest's predictive spread** reads each tree's leaves once (skopt validates the input
+  twice per tree: most of an acquisition's time).
+* **A forest is refitted once the data has grown** by :data:`REFIT_GROWTH` (each fit is 100
+  trees: ~0.1 s), so a search asking one point at a time does not refit after every point.
 * **250 sampled candidates** for the acquisition (skopt's sampling; was 1,000): cheaper, and on
   the benchmark's rugged Sharpe landscape the better search — mean best Sharpe over 30 seeds
   1.254 against 1.185 with 1,000 for the GP (a less greedy choice explores more).
@@ -35,6 +39,8 @@ __all__ = ["RETUNE_GROWTH", "BayesModel", "ask_batch", "choosing"]
 
 #: The GP's hyperparameters are tuned again once the observations have grown by this factor.
 RETUNE_GROWTH = 1.25
+#: A forest is fitted again once the observations have grown by this factor.
+REFIT_GROWTH = 1.2
 
 
 def choosing(done: int, n: int) -> str:
@@ -82,10 +88,18 @@ class BayesModel:
             acq_optimizer_kwargs={"n_points": acq_points},
             model_queue_size=1,  # nothing reads older models; each GP holds an n×n inverse
         )
+        if estimator in ("RF", "ET"):
+            # skopt's forest as skopt cooked it (same parameters, same random state), with the
+            # quick predictive spread.
+            cooked = self.optimizer.base_estimator_
+            self.optimizer.base_estimator_ = _quick_forest_class(estimator)(
+                **cooked.get_params(deep=False)
+            )
         self.tuner: Any = self.optimizer.base_estimator_ if self.gp else None
         self.held: Any = None  # the GP with the kernel held at the last tuned values
         self.tuned_at = 0  # observations when the hyperparameters were last tuned
-        self.forest: Any = None  # the forest fitted at the last tell
+        self.forest: Any = None  # the forest fitted last
+        self.fitted_at = 0  # observations when the forest was fitted
 
     def initial_left(self) -> int:
         """Random initial points still to be asked (0 once the model chooses)."""
@@ -115,8 +129,9 @@ class BayesModel:
         fits = int(optimizer._n_initial_points) - len(ys) <= 0
         if not self.gp:
             optimizer.tell([list(x) for x in xs], list(ys), fit=False)
-            if fits:
+            if fits and (self.forest is None or count >= self.fitted_at * REFIT_GROWTH):
                 self.forest = _fit(optimizer)
+                self.fitted_at = count
             return
         tune = self.held is None or count >= self.tuned_at * RETUNE_GROWTH
         optimizer.base_estimator_ = self.tuner if tune else self.held
@@ -249,3 +264,42 @@ def _quick_gp_class() -> type[Any]:
             return y_mean, np.sqrt(y_var)
 
     return QuickGaussianProcessRegressor
+
+
+@functools.cache
+def _quick_forest_class(estimator: str) -> type[Any]:
+    """skopt's forest ``estimator`` ("RF" or "ET": its RandomForestRegressor or
+    ExtraTreesRegressor) whose prediction with ``return_std`` walks each tree once, without
+    sklearn's per-tree input checks.
+
+    skopt's spread calls ``tree.apply`` and ``tree.predict`` for every tree — 200 validated calls
+    for 100 trees, ~0.1 s per acquisition of 250 candidates. The same quantities come from each
+    tree's leaf: its value (the tree's mean) and its impurity (the tree's variance, floored at
+    ``min_variance``); the spread is E[Var(Y | tree)] + Var(E[Y | tree]) as skopt computes it.
+    """
+    from sklearn.utils import check_array
+    from skopt import learning
+
+    base: Any = (
+        learning.RandomForestRegressor if estimator == "RF" else learning.ExtraTreesRegressor
+    )
+
+    class QuickForest(base):  # type: ignore[misc]
+        def predict(self, X: Any, return_std: bool = False) -> Any:  # noqa: N803 - sklearn's
+            if not return_std or self.criterion != "squared_error":
+                return super().predict(X, return_std)
+            points = np.ascontiguousarray(check_array(X, dtype=np.float32))
+            total = np.zeros(len(points))
+            second = np.zeros(len(points))
+            for tree in self.estimators_:
+                leaves = tree.tree_.apply(points)
+                mean_tree = tree.tree_.value[leaves, 0, 0]
+                var_tree = np.maximum(tree.tree_.impurity[leaves], self.min_variance)
+                total += mean_tree
+                second += var_tree + mean_tree**2
+            mean = total / len(self.estimators_)
+            var = second / len(self.estimators_) - mean**2
+            return mean, np.sqrt(np.maximum(var, 0.0))
+
+    QuickForest.__name__ = QuickForest.__qualname__ = f"Quick{base.__name__}"
+    return QuickForest

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from candleflow.optimize.bayes import RETUNE_GROWTH, BayesModel
+from candleflow.optimize.bayes import REFIT_GROWTH, RETUNE_GROWTH, BayesModel
 from candleflow.optimize.search import Integer, optimize
 from tests.backtest.conftest import synthetic_bars
 
@@ -118,6 +118,50 @@ def test_a_forest_batch_is_distinct_new_points_from_one_fit(
     assert len(batch) == 16
     assert len({tuple(x) for x in batch}) == 16
     assert not {tuple(x) for x in batch} & {tuple(x) for x in xs}
+
+
+@pytest.mark.parametrize("estimator", ["RF", "ET"])
+def test_the_quick_forest_spread_equals_skopts(estimator: str) -> None:
+    from skopt import learning  # type: ignore[import-untyped]
+
+    model = BayesModel(_dims(), estimator=estimator, n_initial_points=5, seed=1)
+    rng = np.random.default_rng(2)
+    xs = [[int(rng.integers(0, 41)), int(rng.integers(0, 61))] for _ in range(30)]
+    model.tell(xs, [_objective(x) for x in xs])
+    quick = model.forest
+    assert type(quick).__name__.startswith("Quick")
+    plain_class = {"RF": learning.RandomForestRegressor, "ET": learning.ExtraTreesRegressor}
+    plain = plain_class[estimator](**quick.get_params(deep=False))
+    plain.fit(model.optimizer.space.transform(model.optimizer.Xi), model.optimizer.yi)
+    candidates = model.optimizer.space.transform(model.optimizer.space.rvs(200, random_state=4))
+    mean_q, std_q = quick.predict(candidates, return_std=True)
+    mean_p, std_p = plain.predict(candidates, return_std=True)  # same seed: the same trees
+    np.testing.assert_allclose(mean_q, mean_p, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(std_q, std_p, rtol=1e-9, atol=1e-9)
+
+
+def test_a_forest_asked_one_point_at_a_time_is_refitted_as_the_data_grows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sklearn.ensemble import RandomForestRegressor
+
+    fitted_at: list[int] = []
+    fit = RandomForestRegressor.fit
+
+    def counted_fit(self: Any, x: Any, y: Any, *args: Any, **kwargs: Any) -> Any:
+        fitted_at.append(len(y))
+        return fit(self, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(RandomForestRegressor, "fit", counted_fit)
+    model = BayesModel(_dims(), estimator="RF", n_initial_points=6, seed=2)
+    while len(model.optimizer.yi) < 40:
+        xs = model.ask(1 if model.initial_left() == 0 else 6)
+        model.tell(xs, [_objective(x) for x in xs])
+    # Hand-checked: fitted at 6 (the first fit), then at the first count ≥ 1.2× the last fitted
+    # one: 8 (≥ 7.2), 10 (≥ 9.6), 12 (≥ 12), 15 (≥ 14.4), 18 (≥ 18), 22 (≥ 21.6), 27 (≥ 26.4),
+    # 33 (≥ 32.4), 40 (≥ 39.6).
+    assert REFIT_GROWTH == 1.2
+    assert fitted_at == [6, 8, 10, 12, 15, 18, 22, 27, 33, 40]
 
 
 def test_a_gp_batch_is_asked_after_the_initial_points() -> None:
