@@ -347,7 +347,8 @@ class BarStore:
         ]
 
     def series(self) -> list[tuple[str, str, str]]:
-        """``(source, symbol, timeframe)`` of every series with a partition or metadata, sorted."""
+        """``(source, symbol, timeframe)`` of every series with a partition, metadata or a journal
+        of fetched bars, sorted."""
         out: list[tuple[str, str, str]] = []
         bars = self._path / "bars"
         if not bars.is_dir():
@@ -355,6 +356,8 @@ class BarStore:
         for source, symbol, name, tf_dir in _hive_dirs(bars):
             tf = TIMEFRAMES[name]
             if (tf_dir / META_FILE).is_file() or find_partitions(tf_dir, tf):
+                out.append((source, symbol, tf.name))
+            elif journal_files(tf_dir):  # its first load died before saving: bars to fold
                 out.append((source, symbol, tf.name))
         return sorted(out)
 

@@ -147,3 +147,13 @@ def test_older_orphans_fold_first_so_later_fetches_win(store: BarStore) -> None:
 
 def test_pending_bars_of_a_series_without_journals_is_none(tmp_path: Path) -> None:
     assert pending_bars(tmp_path / "nowhere") is None
+
+
+def test_a_series_whose_first_load_died_is_listed_and_readable(store: BarStore) -> None:
+    journal = store.journal(*SERIES)
+    assert journal is not None
+    bars = ramp_bars(minutes("2024-03-04 14:30", 3))
+    journal.append(bars)
+    journal.close()
+    assert store.series() == [SERIES]
+    pd.testing.assert_frame_equal(store.read(*SERIES), bars, check_freq=False)
