@@ -36,6 +36,14 @@ def _objective(x: list[Any]) -> float:
     return float(np.sin(a / 6.0) + np.cos(b / 11.0))
 
 
+def _told(model: BayesModel) -> BayesModel:
+    """``model`` told 30 random points of :func:`_objective`."""
+    rng = np.random.default_rng(2)
+    xs = [[int(rng.integers(0, 41)), int(rng.integers(0, 61))] for _ in range(30)]
+    model.tell(xs, [_objective(x) for x in xs])
+    return model
+
+
 @pytest.mark.parametrize("estimator", ["gp", "forest"])
 def test_two_runs_with_one_seed_give_the_same_search(bars: pd.DataFrame, estimator: str) -> None:
     def run() -> Any:
@@ -78,10 +86,7 @@ def test_the_quick_predictive_spread_equals_skopts() -> None:
     from sklearn.base import clone
     from skopt.learning import GaussianProcessRegressor  # type: ignore[import-untyped]
 
-    model = BayesModel(_dims(), estimator="GP", n_initial_points=5, seed=1)
-    rng = np.random.default_rng(2)
-    xs = [[int(rng.integers(0, 41)), int(rng.integers(0, 61))] for _ in range(30)]
-    model.tell(xs, [_objective(x) for x in xs])
+    model = _told(BayesModel(_dims(), estimator="GP", n_initial_points=5, seed=1))
     quick = model.optimizer.models[-1]
     plain = GaussianProcessRegressor(**clone(quick).get_params(deep=False))
     for name in ("X_train_", "alpha_", "K_inv_", "kernel_", "y_train_std_", "y_train_mean_",
@@ -95,19 +100,24 @@ def test_the_quick_predictive_spread_equals_skopts() -> None:
     np.testing.assert_allclose(std_q, std_p, rtol=1e-6, atol=1e-6)
 
 
-def test_a_forest_batch_is_distinct_new_points_from_one_fit(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@pytest.fixture
+def forest_fits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The observations each random-forest fit saw, in order (recorded as they happen)."""
     from sklearn.ensemble import RandomForestRegressor
 
-    fits: list[int] = []
+    fitted_at: list[int] = []
     fit = RandomForestRegressor.fit
 
-    def counted_fit(self: Any, *args: Any, **kwargs: Any) -> Any:
-        fits.append(1)
-        return fit(self, *args, **kwargs)
+    def counted_fit(self: Any, x: Any, y: Any, *args: Any, **kwargs: Any) -> Any:
+        fitted_at.append(len(y))
+        return fit(self, x, y, *args, **kwargs)
 
     monkeypatch.setattr(RandomForestRegressor, "fit", counted_fit)
+    return fitted_at
+
+
+def test_a_forest_batch_is_distinct_new_points_from_one_fit(forest_fits: list[int]) -> None:
+    fits = forest_fits
     model = BayesModel(_dims(), estimator="RF", n_initial_points=6, seed=2)
     xs = model.ask(16)
     assert len(xs) == 6  # the initial points only: a batch never straddles them
@@ -124,10 +134,7 @@ def test_a_forest_batch_is_distinct_new_points_from_one_fit(
 def test_the_quick_forest_spread_equals_skopts(estimator: str) -> None:
     from skopt import learning  # type: ignore[import-untyped]
 
-    model = BayesModel(_dims(), estimator=estimator, n_initial_points=5, seed=1)
-    rng = np.random.default_rng(2)
-    xs = [[int(rng.integers(0, 41)), int(rng.integers(0, 61))] for _ in range(30)]
-    model.tell(xs, [_objective(x) for x in xs])
+    model = _told(BayesModel(_dims(), estimator=estimator, n_initial_points=5, seed=1))
     quick = model.forest
     assert type(quick).__name__.startswith("Quick")
     plain_class = {"RF": learning.RandomForestRegressor, "ET": learning.ExtraTreesRegressor}
@@ -141,18 +148,8 @@ def test_the_quick_forest_spread_equals_skopts(estimator: str) -> None:
 
 
 def test_a_forest_asked_one_point_at_a_time_is_refitted_as_the_data_grows(
-    monkeypatch: pytest.MonkeyPatch,
+    forest_fits: list[int],
 ) -> None:
-    from sklearn.ensemble import RandomForestRegressor
-
-    fitted_at: list[int] = []
-    fit = RandomForestRegressor.fit
-
-    def counted_fit(self: Any, x: Any, y: Any, *args: Any, **kwargs: Any) -> Any:
-        fitted_at.append(len(y))
-        return fit(self, x, y, *args, **kwargs)
-
-    monkeypatch.setattr(RandomForestRegressor, "fit", counted_fit)
     model = BayesModel(_dims(), estimator="RF", n_initial_points=6, seed=2)
     while len(model.optimizer.yi) < 40:
         xs = model.ask(1 if model.initial_left() == 0 else 6)
@@ -161,7 +158,7 @@ def test_a_forest_asked_one_point_at_a_time_is_refitted_as_the_data_grows(
     # one: 8 (≥ 7.2), 10 (≥ 9.6), 12 (≥ 12), 15 (≥ 14.4), 18 (≥ 18), 22 (≥ 21.6), 27 (≥ 26.4),
     # 33 (≥ 32.4), 40 (≥ 39.6).
     assert REFIT_GROWTH == 1.2
-    assert fitted_at == [6, 8, 10, 12, 15, 18, 22, 27, 33, 40]
+    assert forest_fits == [6, 8, 10, 12, 15, 18, 22, 27, 33, 40]
 
 
 def test_a_gp_batch_is_asked_after_the_initial_points() -> None:

@@ -49,38 +49,40 @@ def test_nothing_is_created_until_the_first_segment(tmp_path: Path) -> None:
     assert not (tmp_path / "_journal").exists()
 
 
-def test_a_torn_last_record_is_left_out_and_counted(tmp_path: Path) -> None:
-    journal = Journal(tmp_path)
+def _two_segments(folder: Path) -> Path:
+    """A closed journal of two 3-bar segments in ``folder``; its path."""
+    journal = Journal(folder)
     journal.append(ramp_bars(minutes("2024-03-04 14:30", 3)))
     journal.append(ramp_bars(minutes("2024-03-04 15:30", 3)))
     journal.close()
     assert journal.path is not None
-    data = journal.path.read_bytes()
+    return journal.path
+
+
+def test_a_torn_last_record_is_left_out_and_counted(tmp_path: Path) -> None:
+    path = _two_segments(tmp_path)
+    data = path.read_bytes()
     for cut in (1, 9, 40):  # inside the record header, at its start, inside its payload
-        journal.path.write_bytes(data[:-cut])
-        read = read_journal(journal.path)
+        path.write_bytes(data[:-cut])
+        read = read_journal(path)
         assert read.segments == 1 and len(read.bars) == 3
         assert read.torn_bytes > 0
     # Zeros where the last record should be (a power cut): the same.
-    journal.path.write_bytes(data + b"\x00" * 50)
-    assert read_journal(journal.path).torn_bytes == 50
+    path.write_bytes(data + b"\x00" * 50)
+    assert read_journal(path).torn_bytes == 50
 
 
 def test_a_bad_record_before_the_end_is_corruption_naming_the_file(tmp_path: Path) -> None:
-    journal = Journal(tmp_path)
-    journal.append(ramp_bars(minutes("2024-03-04 14:30", 3)))
-    journal.append(ramp_bars(minutes("2024-03-04 15:30", 3)))
-    journal.close()
-    assert journal.path is not None
-    data = bytearray(journal.path.read_bytes())
+    path = _two_segments(tmp_path)
+    data = bytearray(path.read_bytes())
     data[len(HEADER) + 20] ^= 0xFF  # inside the first record's payload
-    journal.path.write_bytes(bytes(data))
+    path.write_bytes(bytes(data))
     with pytest.raises(StoreCorrupted, match="checksum") as info:
-        read_journal(journal.path)
-    assert str(journal.path) in str(info.value)
-    journal.path.write_bytes(b"something else entirely")
+        read_journal(path)
+    assert str(path) in str(info.value)
+    path.write_bytes(b"something else entirely")
     with pytest.raises(StoreCorrupted, match="header"):
-        read_journal(journal.path)
+        read_journal(path)
 
 
 def test_readers_see_journaled_bars_over_the_partitions(store: BarStore) -> None:

@@ -62,3 +62,19 @@ def cancel_once_waiting(clock: WaitSignallingClock, token: CancelToken, reason: 
             token.cancel(reason)
 
     threading.Thread(target=cancel, daemon=True).start()
+
+
+class FakeClock:
+    """Time that passes only when someone waits."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+        self.waits: list[float] = []
+
+    def now(self) -> float:
+        return self.t
+
+    def wait(self, seconds: float, token: CancelToken | None) -> bool:
+        self.waits.append(seconds)
+        self.t += seconds
+        return token is not None and token.cancelled

@@ -19,6 +19,7 @@ from candleflow.sources.options import parse_source_options
 from candleflow.sources.pacing import MessageThrottle, PacingLimiter
 from candleflow.sources.synthetic import SyntheticSource
 from candleflow.store.bar_store import BarStore
+from tests.ib.conftest import FakeClock
 
 SCALE = 0.005
 NOW = pd.Timestamp("2025-06-01", tz="UTC")
@@ -91,34 +92,21 @@ def test_lanes_are_checked() -> None:
     assert parse_source_options("ib", lanes=3).lanes == 3  # type: ignore[union-attr]
 
 
-class _FakeClock:
-    def __init__(self) -> None:
-        self.t = 0.0
-        self.waits: list[float] = []
-
-    def now(self) -> float:
-        return self.t
-
-    def wait(self, seconds: float, token: CancelToken | None) -> bool:
-        self.waits.append(seconds)
-        self.t += seconds
-        return token is not None and token.cancelled
-
-
 def test_the_message_throttle_lets_n_per_second_through() -> None:
-    clock = _FakeClock()
+    clock = FakeClock()
     throttle = MessageThrottle(3, clock)
+    start = clock.t
     for _ in range(3):
         throttle.acquire()
     assert clock.waits == []
-    clock.t = 0.25
-    throttle.acquire()  # the 4th waits for the 1st (at 0) to leave the second
+    clock.t = start + 0.25
+    throttle.acquire()  # the 4th waits for the 1st (at start) to leave the second
     assert clock.waits == [pytest.approx(0.75)]
-    assert clock.t == pytest.approx(1.0)
+    assert clock.t == pytest.approx(start + 1.0)
 
 
 def test_a_cancel_stops_a_throttled_wait() -> None:
-    clock = _FakeClock()
+    clock = FakeClock()
     throttle = MessageThrottle(1, clock)
     throttle.acquire()
     token = CancelToken()
@@ -128,7 +116,7 @@ def test_a_cancel_stops_a_throttled_wait() -> None:
 
 
 def test_no_throttle_at_zero() -> None:
-    clock = _FakeClock()
+    clock = FakeClock()
     throttle = MessageThrottle(0, clock)
     for _ in range(100):
         throttle.acquire()

@@ -19,24 +19,8 @@ from candleflow.sources.pacing import (
     RequestKey,
     shared_limiter,
 )
-from tests.ib.conftest import WaitSignallingClock, cancel_once_waiting
+from tests.ib.conftest import FakeClock, WaitSignallingClock, cancel_once_waiting
 from tests.timing import run_in_threads
-
-
-class FakeClock:
-    """Time that passes only when someone waits."""
-
-    def __init__(self) -> None:
-        self.t = 1000.0
-        self.waits: list[float] = []
-
-    def now(self) -> float:
-        return self.t
-
-    def wait(self, seconds: float, token: CancelToken | None) -> bool:
-        self.waits.append(seconds)
-        self.t += seconds
-        return token is not None and token.cancelled
 
 
 def _key(contract: str = "AAPL", params: str = "", what: str = "TRADES") -> RequestKey:
