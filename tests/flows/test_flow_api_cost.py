@@ -158,8 +158,9 @@ def test_a_load_run_asks_the_api_only_what_it_must(
 
     progress = Counter(r.kind for r in requests if r.thread == "progress-artifact")
     assert progress["POST /artifacts/"] == 1  # created once
-    assert 1 <= progress["PATCH /artifacts/{id}"] <= 1 + elapsed / THROTTLE_S, progress
-    assert set(progress) == {"POST /artifacts/", "PATCH /artifacts/{id}"}
+    # (None at all when the sender only woke after the run: it then creates the final value.)
+    assert progress["PATCH /artifacts/{id}"] <= 1 + elapsed / THROTTLE_S, progress
+    assert set(progress) <= {"POST /artifacts/", "PATCH /artifacts/{id}"}
 
     watcher = [r for r in requests if r.thread.startswith("candleflow-cancel-watcher")]
     assert {r.kind for r in watcher} <= {"GET /flow_runs/{id}"}
