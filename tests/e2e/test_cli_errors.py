@@ -105,23 +105,29 @@ sys.exit(main(sys.argv[1:]))
 @pytest.mark.parametrize(
     ("code", "fix"), [("errno.ENOSPC", "free space"), ("errno.EROFS", "read-only")]
 )
-def test_a_store_that_refuses_the_save_is_one_error_line_exit_1_store_unchanged(
+def test_a_store_that_refuses_the_save_is_one_error_line_exit_1_partitions_unchanged(
     tmp_path: Path, cli_env: dict[str, str], loaded_store: Path, code: str, fix: str
 ) -> None:
+    import shutil
     import subprocess
 
-    before = _snapshot(loaded_store)
+    store = tmp_path / "store"  # a copy: what this load fetched stays in its journal
+    shutil.copytree(loaded_store, store)
+    before = _snapshot(store)
     script = _REFUSING_CLI.replace("CODE", code)
     result = subprocess.run(
         [sys.executable, "-c", script, "load", "AAPL", "--timeframe", "1d", "--mode", "full",
-         "--start", "2024-01-02", "--end", "2024-04-30", "--store", str(loaded_store), "-q"],
+         "--start", "2024-01-02", "--end", "2024-04-30", "--store", str(store), "-q"],
         cwd=ROOT, env=cli_env, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert result.returncode == 1, result.stdout + result.stderr
     line = _assert_one_error_line(result.stderr)
-    assert line.startswith(f"error: cannot write to store {loaded_store} "), line
+    assert line.startswith(f"error: cannot write to store {store} "), line
     assert fix in line, line
-    assert _snapshot(loaded_store) == before
+    after = _snapshot(store)
+    journals = [name for name in after if "/_journal/" in name]
+    assert len(journals) == 1, "the fetched bars wait in the load's journal"
+    assert {k: v for k, v in after.items() if k not in journals} == before
 
 
 def test_a_store_under_a_file_is_bad_input_before_the_flow(
