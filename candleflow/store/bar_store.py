@@ -355,9 +355,9 @@ class BarStore:
             return out
         for source, symbol, name, tf_dir in _hive_dirs(bars):
             tf = TIMEFRAMES[name]
-            if (tf_dir / META_FILE).is_file() or find_partitions(tf_dir, tf):
-                out.append((source, symbol, tf.name))
-            elif journal_files(tf_dir):  # its first load died before saving: bars to fold
+            # A journal alone: the series' first load died before saving; its bars are there.
+            stored = (tf_dir / META_FILE).is_file() or find_partitions(tf_dir, tf)
+            if stored or journal_files(tf_dir):
                 out.append((source, symbol, tf.name))
         return sorted(out)
 

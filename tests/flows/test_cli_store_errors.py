@@ -19,8 +19,8 @@ import pytest
 
 from candleflow.cli import main
 from candleflow.store import atomic
-from candleflow.store.bar_store import BarStore
 from candleflow.store import bar_store as bar_store_module
+from candleflow.store.bar_store import BarStore
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:
