@@ -122,7 +122,7 @@ def fetch_segments(
     flush: Callable[[pd.DataFrame], None] | None = None,
     retry: RetryPolicy = _RETRY,
 ) -> FetchResult | State[Any]:
-    """Stage 6: fetch every segment (flushing as it goes); ends Cancelled when the token is set."""
+    """Stage 6: fetch every segment (journaling each); ends Cancelled when the token is set."""
     run = current_run()
     try:
         with loading.open_stage(run.tracker, "fetch_segments", len(segments)) as span:
@@ -147,7 +147,7 @@ def save_bars(
     bars: pd.DataFrame,
     meta: dict[str, object] | None = None,
 ) -> WriteResult:
-    """Stage 8: atomic write of the bars not flushed yet, and the series metadata."""
+    """Stage 8: each touched partition written once with the fetched bars, and the metadata."""
     with current_run().tracker.stage("save_bars"):
         return loading.save_bars(store, source_name, request, bars, meta)
 
