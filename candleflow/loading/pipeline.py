@@ -504,10 +504,17 @@ class StoreFlush:
     and makes it safe at once — appended to the load's journal in the series directory
     (:mod:`candleflow.store.journal`; the save stage writes each partition once, then the journal
     goes), or, in a store without journals, written to the partitions. Either way a crash or a
-    cancel loses at most the segment in flight."""
+    cancel loses at most the segment in flight.
 
-    def __init__(self, store: BarStore, source_name: str, request: LoadRequest) -> None:
+    ``durable=False`` (a finite source: a file, which still holds every bar after a crash) keeps
+    the batches in memory only, for the save stage to write once: journaling a whole file would
+    write it twice."""
+
+    def __init__(
+        self, store: BarStore, source_name: str, request: LoadRequest, *, durable: bool = True
+    ) -> None:
         self.store, self.source_name, self.request = store, source_name, request
+        self.durable = durable
         self.journal = store.journal(source_name, request.symbol, request.timeframe)
         self.frames: list[pd.DataFrame] = []
         self.rows_added = 0
@@ -516,9 +523,9 @@ class StoreFlush:
     def __call__(self, frame: pd.DataFrame) -> None:
         self.rows_fetched += len(frame)
         clean = drop_invalid_bars(frame)
-        if self.journal is not None:
+        if self.durable and self.journal is not None:
             self.journal.append(clean)
-        else:
+        elif self.durable:
             self.rows_added += save_bars(
                 self.store, self.source_name, self.request, clean
             ).rows_added
@@ -530,9 +537,10 @@ class StoreFlush:
         return pd.concat(frames) if frames else empty_bars()
 
     def unsaved(self, rest: pd.DataFrame) -> pd.DataFrame:
-        """What the save stage writes: every bar fetched (the journal is folded there), or only
+        """What the save stage writes: every bar fetched (journaled, or kept in memory), or only
         ``rest`` when the batches were written as they came."""
-        return rest if self.journal is None else self.bars(rest)
+        written = self.durable and self.journal is None
+        return rest if written else self.bars(rest)
 
     def saved(self) -> None:
         """The save stage wrote every fetched bar: the journal is not needed any more."""
@@ -605,7 +613,7 @@ def load_series(
     plan = run("analyze_gaps", analyze_gaps, request, stored, head, now)
     plan = run("plan_segments", plan_segments, request, plan, completed)
     fetched, cancelled, merged = FetchResult(empty_bars(), FetchStats()), False, existing
-    flush = StoreFlush(store, source.name, request)
+    flush = StoreFlush(store, source.name, request, durable=not is_finite(source))
     fetch_s = 0.0
     if instrument is not None:
         # One count of the load's API calls, rows and fetch time, read by the progress events,

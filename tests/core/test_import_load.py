@@ -236,3 +236,28 @@ def test_a_daily_file_with_weekends_and_holidays_is_not_noticed(
     with caplog.at_level(logging.WARNING):
         FileSource(daily_file(tmp_path)).read("SPX", "1d")
     assert not caplog.records
+
+
+def test_an_import_writes_the_file_once_without_a_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The file still holds every bar after a crash: journaling it would write it twice.
+    from candleflow.store.journal import Journal
+
+    appended: list[int] = []
+    append = Journal.append
+
+    def counted(self: Journal, bars: pd.DataFrame) -> None:
+        appended.append(len(bars))
+        append(self, bars)
+
+    monkeypatch.setattr(Journal, "append", counted)
+    store = BarStore(tmp_path / "store")
+    summary = run_load(LoadRequest.parse("IBM", "1h"), FileSource(hourly_file(tmp_path)), store,
+                       now=NOW)  # fmt: skip
+    assert appended == []
+    assert summary.rows_added == len(store.read("files", "IBM", "1h")) > 0
+    # A source that is not a file is journaled, segment by segment.
+    request = LoadRequest.parse("AAPL", "1h", start="2024-01-02", end="2024-03-29", mode="full")
+    summary = run_load(request, SyntheticSource(), store, now=NOW)
+    assert len(appended) == summary.segments > 1
