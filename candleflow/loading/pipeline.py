@@ -276,6 +276,10 @@ def fetch_segments(
     With ``flush``, fetched bars are handed over every ``flush_every`` segments (so a crash or a
     cancel loses at most the segments in flight) and the result holds only unflushed bars. On
     cancellation the pending bars are flushed before ``Cancelled`` propagates.
+
+    A source with ``lanes`` > 1 (IB with several connections) gets that many requests in flight;
+    answers are still handled in segment order, and whatever ends the stage waits for the
+    requests in flight and keeps their bars.
     """
     token = token or CancelToken()
     started = time.monotonic()
@@ -339,9 +343,9 @@ def fetch_segments(
     finally:
         # Whatever ends the loop — completion, cancellation, a crash — keeps what was fetched,
         # requests still in flight included.
-        for frame in answers.close_and_collect():
-            pending.append(frame)
-            rows += len(frame)
+        for late in answers.close_and_collect():
+            pending.append(late)
+            rows += len(late)
         hand_over()
     bars = pd.concat(pending) if pending else empty_bars()
     stats = FetchStats(
