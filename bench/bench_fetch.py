@@ -127,9 +127,7 @@ def _in_adapter_thread(source: IBSource, call: Callable[[], None]) -> None:
 class _NoJournalStore(BarStore):
     """A local store without the fetch journal: each segment rewrites its partition."""
 
-    def journal(
-        self, source: str, symbol: str, timeframe: str | Timeframe, *, sync: bool = True
-    ) -> Journal | None:
+    def journal(self, source: str, symbol: str, timeframe: str | Timeframe) -> Journal | None:
         return None
 
 

@@ -655,11 +655,9 @@ _DATE = operator.attrgetter("date")
 _OHLCV = operator.attrgetter("open", "high", "low", "close", "volume")
 
 
-def _bars_frame(
-    bars: Any, what: str, start: pd.Timestamp | None = None, end: pd.Timestamp | None = None
-) -> pd.DataFrame:
-    """IB ``BarData`` items as a canonical bar frame (UTC index, float64 columns), keeping the bars
-    starting in ``[start, end)`` when given."""
+def _bars_frame(bars: Any, what: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    """IB ``BarData`` items starting in ``[start, end)`` as a canonical bar frame (UTC index,
+    float64 columns)."""
     rows = list(bars or [])
     if not rows:
         raise NoData(f"IB sent no bars for {what}")
@@ -671,13 +669,8 @@ def _bars_frame(
     else:  # daily bars are dates; anything naive is read as UTC
         ns = pd.DatetimeIndex(pd.to_datetime(dates, utc=True)).as_unit("ns").asi8
     values = np.array(list(map(_OHLCV, rows)), dtype=np.float64)
-    if start is not None or end is not None:
-        keep = np.ones(len(ns), dtype=bool)
-        if start is not None:
-            keep &= ns >= start.as_unit("ns").value
-        if end is not None:
-            keep &= ns < end.as_unit("ns").value
-        ns, values = ns[keep], values[keep]
+    keep = (ns >= start.as_unit("ns").value) & (ns < end.as_unit("ns").value)
+    ns, values = ns[keep], values[keep]
     # MIDPOINT (forex) bars have no volume: IB sends -1.
     values[values[:, 4] < 0, 4] = np.nan
     index = pd.DatetimeIndex(ns.view("M8[ns]"), name=INDEX_NAME).tz_localize("UTC")

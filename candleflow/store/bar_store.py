@@ -445,13 +445,11 @@ class BarStore:
 
     # -- the fetch journal -------------------------------------------------------------------
 
-    def journal(
-        self, source: str, symbol: str, timeframe: str | Timeframe, *, sync: bool = True
-    ) -> Journal | None:
+    def journal(self, source: str, symbol: str, timeframe: str | Timeframe) -> Journal | None:
         """A new journal for one load's fetched segments (:mod:`candleflow.store.journal`), or
         None for a store that has none (an object store: each batch is written at once)."""
         series_dir, _ = self._resolve_current(source, symbol, timeframe)
-        return Journal(series_dir, sync=sync, refusals=self._writing)
+        return Journal(series_dir, refusals=self._writing)
 
     def recover(self, source: str, symbol: str, timeframe: str | Timeframe) -> int:
         """Fold the series' orphan journals (loads that died) into its partitions, oldest first,

@@ -224,19 +224,16 @@ class Journal:
 
     The file is created at the first :meth:`append`. :meth:`discard` removes it once its bars are
     in the partitions; :meth:`close` keeps it (for the next load to fold) — a failed save, a
-    crash. ``sync=False`` leaves the appends to the page cache: a killed process still loses
-    nothing, a power cut may.
+    crash.
     """
 
     def __init__(
         self,
         series_dir: Path,
         *,
-        sync: bool = True,
         refusals: Callable[[Path], AbstractContextManager[None]] | None = None,
     ) -> None:
         self.series_dir = series_dir
-        self.sync = sync
         self._refusals = refusals or (lambda _: contextlib.nullcontext())
         self.path: Path | None = None
         self.segments = 0
@@ -265,9 +262,8 @@ class Journal:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise
-        if self.sync:
-            os.fsync(fd)
-            fsync_dir(folder)
+        os.fsync(fd)
+        fsync_dir(folder)
         self.path = folder / name
         return fd
 
@@ -282,8 +278,7 @@ class Journal:
             written = os.write(fd, record)
             if written != len(record):  # a full disk: the record is torn, the journal unusable
                 raise OSError(errno.ENOSPC, f"short write ({written} of {len(record)} bytes)")
-            if self.sync:
-                os.fdatasync(fd)
+            os.fdatasync(fd)
         self.segments += 1
 
     def close(self) -> None:

@@ -158,9 +158,7 @@ class ObjectBarStore(BarStore):
 
     # -- the fetch journal: none ---------------------------------------------------------------
 
-    def journal(
-        self, source: str, symbol: str, timeframe: str | Timeframe, *, sync: bool = True
-    ) -> Journal | None:
+    def journal(self, source: str, symbol: str, timeframe: str | Timeframe) -> Journal | None:
         """None: objects cannot be appended to, so a load writes each fetched batch at once."""
         self.series_dir(source, symbol, timeframe)
         return None
