@@ -30,3 +30,12 @@ def no_managed_server_left() -> Iterator[None]:
     from candleflow.cli import managed
 
     managed.stop(managed.ServerState())
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """``candleflow ARGV`` in this process: its exit code, stdout and stderr."""
+    from candleflow.cli import main
+
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

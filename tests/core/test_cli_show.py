@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from candleflow.cli.app import main
 from candleflow.sources.files import FileSource
 from candleflow.store.bar_store import BarStore
+from tests.conftest import run_cli as run
 
 
 def daily_bars(start: str, sessions: int, base: float = 100.0) -> pd.DataFrame:
@@ -45,12 +45,6 @@ def store(tmp_path: Path) -> Path:
     root = tmp_path / "store"
     BarStore(root).write("files", "SPX", "1d", daily_bars("2018-11-01", 60))
     return root
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_show_finds_the_only_source_holding_the_series(

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from candleflow.cli.app import main
 from candleflow.store.bar_store import BarStore
+from tests.conftest import run_cli as run
 
 
 def _daily(sessions: int) -> pd.DataFrame:
@@ -20,12 +20,6 @@ def _daily(sessions: int) -> pd.DataFrame:
         {"open": close, "high": close + 1, "low": close - 1, "close": close, "volume": 10.0},
         index=days,
     )
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_show_backtest_and_query_read_an_s3_root(
