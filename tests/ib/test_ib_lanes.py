@@ -37,9 +37,11 @@ def _source(sim: IBSimulator, lanes: int, token: CancelToken | None = None) -> I
 
 @pytest.mark.parametrize("lanes", [1, 2])
 def test_lanes_load_the_same_bars_with_the_minimum_requests(lanes: int, tmp_path: Path) -> None:
-    # Each answer waits a while, so two lanes' requests are at the gateway together.
+    # Each answer waits long enough that a second lane's request, sent at once beside the first,
+    # reaches the gateway while the first is still there, however busy the machine.
+    delay = 1.0 if lanes > 1 else 0.05
     with (
-        IBSimulator(seed=5, time_scale=SCALE, faults=Faults(delay=0.3)) as sim,
+        IBSimulator(seed=5, time_scale=SCALE, faults=Faults(delay=delay)) as sim,
         _source(sim, lanes) as source,
     ):
         store = BarStore(tmp_path)
