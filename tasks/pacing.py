@@ -33,18 +33,20 @@ import contextlib
 import logging
 import math
 import os
+import random
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any, Final
 
 import httpx
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-from prefect.context import FlowRunContext, TaskRunContext
+from prefect.context import FlowRunContext, SettingsContext, TaskRunContext
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.settings import PREFECT_CLIENT_MAX_RETRIES
 
 from candleflow.errors import Cancelled, InvalidRequest
 from candleflow.progress import CancelToken
@@ -60,6 +62,8 @@ __all__ = [
     "SHARED_PACING_ENV",
     "SLOTS_PER_REQUEST",
     "PrefectRateGate",
+    "busy_delay",
+    "client_without_retries",
     "ib_request_gate",
     "pacing_limit_name",
     "shared_pacing_enabled",
@@ -76,6 +80,12 @@ SLOTS_PER_REQUEST: Final = 100
 _ON: Final = frozenset({"", "on", "1", "true", "yes"})
 _OFF: Final = frozenset({"off", "0", "false", "no"})
 _LOCKED: Final = 423
+#: "Service unavailable": a SQLite-backed API whose database was busy for a moment.
+_BUSY: Final = 503
+#: Retry delays after a busy answer: ``BUSY_FIRST_DELAY`` doubling per busy answer in a row, up to
+#: ``BUSY_MAX_DELAY``, each drawn between half and one and a half times that (seconds).
+BUSY_FIRST_DELAY: Final = 0.05
+BUSY_MAX_DELAY: Final = 1.0
 _LOGGED: set[tuple[str, str]] = set()
 _LOGGED_LOCK = threading.Lock()
 
@@ -114,10 +124,12 @@ class _Unusable(Exception):
 class PrefectRateGate:
     """A :class:`~candleflow.sources.pacing.RequestGate` taking one request's slots per ``acquire``.
 
-    ``client`` makes a context-managed sync Prefect client (default: ``get_client`` with
-    ``sync_client=True``; tests pass fakes). Refused attempts (423) wait the server's
-    ``Retry-After`` on the token, so a cancel interrupts them; any other failure opens the gate
-    for good, logged once.
+    ``client`` makes a context-managed sync Prefect client (default: :func:`client_without_retries`;
+    tests pass fakes). Refused attempts (423) wait the server's ``Retry-After`` on the token, so a
+    cancel interrupts them. A busy answer (503: the SQLite API found its database locked, which
+    happens under concurrent writes) is retried after a short, growing pause
+    (:func:`busy_delay`) — Prefect's client would wait 2, 4, 8… s, with the IB request held
+    behind it. Any other failure opens the gate for good, logged once.
     """
 
     def __init__(
@@ -129,12 +141,14 @@ class PrefectRateGate:
     ) -> None:
         self.name = name
         self.budget = budget
-        self._client = client or (lambda: get_client(sync_client=True))
+        self._client = client or client_without_retries
         self._lock = threading.Lock()
         self._ready = False
         self._open_reason: str | None = None
         self._acquired = 0
         self._waited = 0.0
+        self._busy = 0
+        self._random = random.Random()
 
     def __repr__(self) -> str:
         budget = self.budget
@@ -163,6 +177,12 @@ class PrefectRateGate:
             return self._waited
 
     @property
+    def busy_answers(self) -> int:
+        """Busy answers (503) retried so far."""
+        with self._lock:
+            return self._busy
+
+    @property
     def open_reason(self) -> str | None:
         """Why the gate lets everything through (None while it shares pacing)."""
         with self._lock:
@@ -171,6 +191,7 @@ class PrefectRateGate:
     def acquire(self, token: CancelToken | None) -> None:
         """Take one request's slots, waiting while the server refuses; ``Cancelled`` on cancel."""
         vanished = 0
+        busy_in_a_row = 0
         while True:
             if token is not None:
                 token.raise_if_cancelled()
@@ -186,14 +207,22 @@ class PrefectRateGate:
                         names=[self.name], slots=SLOTS_PER_REQUEST, mode="rate_limit"
                     )
             except httpx.HTTPStatusError as exc:
-                if exc.response.status_code != _LOCKED:
+                status = exc.response.status_code
+                if status not in (_LOCKED, _BUSY):
                     self._open(f"the Prefect API refused it ({_describe(exc)})")
                     return
-                delay = _retry_after(exc.response, self.budget)
+                if status == _BUSY:
+                    delay = busy_delay(busy_in_a_row, self._random)
+                    busy_in_a_row += 1
+                    with self._lock:
+                        self._busy += 1
+                else:
+                    delay = _retry_after(exc.response, self.budget)
                 if token.wait(delay) if token is not None else _sleep(delay):
                     raise Cancelled(token.reason if token is not None else "cancelled") from None
-                with self._lock:
-                    self._waited += delay
+                if status == _LOCKED:
+                    with self._lock:
+                        self._waited += delay
                 continue
             except (httpx.HTTPError, OSError) as exc:
                 self._open(f"no Prefect API answers ({type(exc).__name__}: {exc})")
@@ -314,6 +343,39 @@ def ib_request_gate(
         )  # fmt: skip
         return OPEN_GATE
     return PrefectRateGate(name, shared_rate_budget(IB_PACING, time_scale=float(time_scale)))
+
+
+def busy_delay(in_a_row: int, rng: random.Random) -> float:
+    """Seconds to wait after the ``in_a_row``-th busy answer in a row (0 for the first)."""
+    base = min(BUSY_FIRST_DELAY * 2.0**in_a_row, BUSY_MAX_DELAY)
+    return base * rng.uniform(0.5, 1.5)
+
+
+#: Settings in force (by id, kept alive so the id stays theirs) → the same without retries.
+_NO_RETRIES: dict[int, tuple[Any, SettingsContext]] = {}
+_NO_RETRIES_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def client_without_retries() -> Iterator[Any]:
+    """A sync Prefect client (the run's own when there is one) whose requests are not retried.
+
+    The gate retries itself (:class:`PrefectRateGate`), at its own pace. The settings with
+    ``PREFECT_CLIENT_MAX_RETRIES=0`` are built once per settings in force (building them costs
+    ~30 ms) and entered as a context, which costs microseconds.
+    """
+    current = SettingsContext.get()
+    assert current is not None  # prefect always has a root settings context
+    with _NO_RETRIES_LOCK:
+        seen, context = _NO_RETRIES.get(id(current.settings), (None, None))
+        if seen is not current.settings or context is None:
+            if len(_NO_RETRIES) >= 8:
+                _NO_RETRIES.clear()
+            settings = current.settings.copy_with_update(updates={PREFECT_CLIENT_MAX_RETRIES: 0})
+            context = SettingsContext(profile=current.profile, settings=settings)
+            _NO_RETRIES[id(current.settings)] = (current.settings, context)
+    with context.model_copy(), get_client(sync_client=True) as client:
+        yield client
 
 
 def _retry_after(response: httpx.Response, budget: RateBudget) -> float:

@@ -8,9 +8,12 @@ server is exercised by ``tests/e2e/test_pacing_across_workers.py``. IB's numbers
 from __future__ import annotations
 
 import contextlib
+import http.server
+import json
 import logging
 import random
 import threading
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -36,6 +39,8 @@ from tasks.pacing import (
     SHARED_PACING_ENV,
     SLOTS_PER_REQUEST,
     PrefectRateGate,
+    busy_delay,
+    client_without_retries,
     ib_request_gate,
     pacing_limit_name,
 )
@@ -277,6 +282,86 @@ def test_a_refused_attempt_waits_the_servers_retry_after_then_goes() -> None:
     gate.acquire(None)
     assert (gate.acquired, client.increments) == (1, 3)
     assert gate.waited == pytest.approx(0.03)
+
+
+def test_a_busy_api_is_retried_at_once_not_after_prefects_seconds_of_backoff() -> None:
+    client = FakeClient()
+    client.plan = [_status(503), _status(503)]  # the SQLite API's "database is locked", twice
+    gate = _gate(client, "ib-pacing-busy", scale=1.0)
+    gate.acquire(CancelToken())
+    assert (gate.acquired, client.increments, gate.busy_answers) == (1, 3, 2)
+    assert gate.open_reason is None  # a busy moment is no reason to stop sharing the pacing
+    assert gate.waited == 0.0  # not a wait for a slot
+
+
+def test_busy_retries_start_short_and_double_up_to_a_second() -> None:
+    rng = random.Random(7)
+    for in_a_row in range(12):
+        base = min(0.05 * 2**in_a_row, 1.0)
+        delays = [busy_delay(in_a_row, rng) for _ in range(200)]
+        assert all(0.5 * base <= d <= 1.5 * base for d in delays), in_a_row
+        assert max(delays) > base and min(delays) < base  # jittered around it
+
+
+class _BusyAPI(http.server.BaseHTTPRequestHandler):
+    """A Prefect API on loopback whose increments answer 503 ``busy`` times, then grant."""
+
+    busy = 2
+    increments = 0
+    decay = 0.0  # the limit's slot decay (the gate's own: no warning about it)
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/api/csrf-token"):
+            self._answer(422, {"detail": "CSRF protection is disabled."})
+        else:  # the limit, as created by the gate (30 requests, decaying)
+            name = self.path.rsplit("/", 1)[-1]
+            limit = {"id": str(uuid.uuid4()), "name": name, "limit": 3000, "active": True,
+                     "slot_decay_per_second": self.decay, "active_slots": 0,
+                     "denied_slots": 0, "avg_slot_occupancy_seconds": 2.0,
+                     "created": None, "updated": None}  # fmt: skip
+            self._answer(200, limit)
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        type(self).increments += 1
+        if type(self).increments <= type(self).busy:
+            self._answer(503, {"exception_message": "Service Unavailable"})
+        else:
+            self._answer(200, [{"id": str(uuid.uuid4()), "name": "x", "limit": 3000}])
+
+    def _answer(self, code: int, body: object) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_the_default_client_hands_busy_answers_to_the_gate_instead_of_retrying_itself() -> None:
+    from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+
+    _BusyAPI.increments = 0
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _BusyAPI)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/api"
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            with client_without_retries():
+                assert PREFECT_CLIENT_MAX_RETRIES.value() == 0
+            assert PREFECT_CLIENT_MAX_RETRIES.value() > 0  # only the gate's requests
+            gate = PrefectRateGate("ib-pacing-busy-api", shared_rate_budget(time_scale=1.0))
+            _BusyAPI.decay = gate.decay_slots
+            gate.acquire(CancelToken())
+    finally:
+        server.shutdown()
+        server.server_close()
+    # Each 503 reached the gate (Prefect's client would have retried it, 2 s later, unseen).
+    assert (_BusyAPI.increments, gate.busy_answers, gate.acquired) == (3, 2, 1)
+    assert gate.open_reason is None
 
 
 def test_a_cancel_interrupts_the_wait_for_a_slot() -> None:
