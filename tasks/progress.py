@@ -67,7 +67,11 @@ class ArtifactSink:
     With ``background`` (the default) the creation and the updates are sent from a thread of
     their own, in order, the latest value winning, so neither a slow API nor the round trips
     themselves hold up the work or the other sinks (a terminal bar); :meth:`close` waits until
-    everything is out — the flow returns after its last value is in the API.
+    everything is out — the flow returns after its last value is in the API. That thread holds
+    the creation back ``first_delay`` seconds (default ``min_interval``) and then creates the
+    artifact with the latest value, or at once on a final event or :meth:`close`: a run that ends
+    within it makes one request (its final value) instead of two, and no request competes with
+    the run's first stages for the API and the CPU.
     """
 
     def __init__(
@@ -79,6 +83,7 @@ class ArtifactSink:
         update: Callable[..., Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
         background: bool = True,
+        first_delay: float | None = None,
     ) -> None:
         from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
@@ -96,6 +101,7 @@ class ArtifactSink:
         self._final = False
         self._cancelled_at: float | None = None
         self._created = False  # the creation was sent (or handed to the sender)
+        self._first_delay = min_interval if first_delay is None else first_delay
         self._sender = _LatestSender(self._send_update) if background else None
 
     def __call__(self, event: ProgressEvent) -> None:
@@ -107,7 +113,10 @@ class ArtifactSink:
                 self._cancelled_at = event.percentage
             shown = self._shown(event)
             now = self._clock()
-            if self._created and not final:
+            # While the sender holds the creation back, every value only replaces the one it
+            # will create the artifact with: no request, no throttle.
+            holding = self._sender is not None and self._sender.holding
+            if self._created and not final and not holding:
                 if shown == self._sent:
                     self._pending = None
                     return
@@ -116,12 +125,16 @@ class ArtifactSink:
                     return
             self._send(event, shown, now)
             self._final = event.done
+            if final and self._sender is not None:
+                self._sender.release()
 
     def start(self, description: str) -> None:
-        """Create the artifact at 0 % (so it exists, tied to the flow run, from the first stage
-        on); the next update follows ``min_interval`` later at the earliest."""
+        """Create the artifact at 0 % — in the background, ``first_delay`` later with the latest
+        value by then; the next update follows ``min_interval`` after that at the earliest."""
         with self._lock:
             if not self._created:
+                if self._sender is not None:
+                    self._sender.hold(self._first_delay)
                 self._put(0.0, description)
                 self._sent, self._sent_at = (0.0, description), self._clock()
 
@@ -133,6 +146,7 @@ class ArtifactSink:
                 event = self._pending
                 self._send(event, self._shown(event), 0.0)
         if self._sender is not None:
+            self._sender.release()
             self._sender.close()
 
     def _shown(self, event: ProgressEvent) -> tuple[float, str]:
@@ -178,6 +192,25 @@ class _LatestSender:
         self._busy = False
         self._closed = False
         self._thread: threading.Thread | None = None
+        self._hold_until: float | None = None  # time.monotonic() before which nothing is sent
+
+    def hold(self, seconds: float) -> None:
+        """Send nothing for ``seconds`` (the items put meanwhile replace each other), or until
+        :meth:`release`."""
+        with self._cond:
+            self._hold_until = time.monotonic() + seconds if seconds > 0 else None
+
+    def release(self) -> None:
+        """End the hold now."""
+        with self._cond:
+            self._hold_until = None
+            self._cond.notify_all()
+
+    @property
+    def holding(self) -> bool:
+        """Whether the hold is still on (what is put now is sent when it ends)."""
+        with self._cond:
+            return self._hold_until is not None and time.monotonic() < self._hold_until
 
     def put(self, progress: float, description: str) -> None:
         with self._cond:
@@ -214,8 +247,13 @@ class _LatestSender:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while self._latest is None and not self._closed:
-                    self._cond.wait()
+                while not self._closed and (self._latest is None or self._hold_until is not None):
+                    if self._hold_until is None:
+                        self._cond.wait()
+                    elif (left := self._hold_until - time.monotonic()) > 0:
+                        self._cond.wait(left)
+                    else:
+                        self._hold_until = None
                 if self._latest is None:
                     return
                 item, self._latest, self._busy = self._latest, None, True

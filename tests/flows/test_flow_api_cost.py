@@ -8,8 +8,9 @@ it and whether a task run was current there. The bounds, and why:
 - from the flow's own thread, one request more than Prefect itself sends for a flow run with
   nothing in it (measured here, on the same API): the summary artifact — the progress artifact
   is created and updated from its sender thread;
-- the progress artifact: created once; updated at most once per throttle interval (0.5 s) of
-  the run and once for its final value — never once per stage;
+- the progress artifact: created once, after the throttle interval (0.5 s) or at the run's end
+  if that comes first — then with the final value, and never updated; updated at most once per
+  throttle interval of the run and once for its final value — never once per stage;
 - the cancel watcher: one read of the run per poll interval (0.5 s), no more;
 - nothing else (no result storage lookups: results stay in memory).
 
@@ -160,6 +161,8 @@ def test_a_load_run_asks_the_api_only_what_it_must(
     assert progress["POST /artifacts/"] == 1  # created once
     # (None at all when the sender only woke after the run: it then creates the final value.)
     assert progress["PATCH /artifacts/{id}"] <= 1 + elapsed / THROTTLE_S, progress
+    if elapsed < THROTTLE_S:  # ended before the creation was due: created with its final value
+        assert progress["PATCH /artifacts/{id}"] == 0, progress
     assert set(progress) <= {"POST /artifacts/", "PATCH /artifacts/{id}"}
 
     watcher = [r for r in requests if r.thread.startswith("candleflow-cancel-watcher")]

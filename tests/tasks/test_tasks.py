@@ -266,6 +266,60 @@ def test_the_artifact_is_created_off_the_runs_thread_before_any_update() -> None
     assert len(fake.calls) <= 2
 
 
+def test_a_run_that_ends_while_the_creation_is_held_back_makes_one_request() -> None:
+    fake = FakeArtifacts()
+    ticks = itertools.count(start=1.0)  # every event due, were it not for the hold
+    sink = ArtifactSink("k", create=fake.create, update=fake.update,
+                        clock=lambda: next(ticks), first_delay=600)  # fmt: skip
+    sink.start("Starting")
+    for pct in (10.0, 50.0):
+        sink(_event(pct, stage="fetch_segments"))
+    sink(_event(100.0, done=True))  # the final value ends the hold
+    sink.close()
+    assert [(c[0], c[1]) for c in fake.calls] == [("create", 100.0)]
+    assert fake.calls[0][2].startswith("Done in")
+
+
+def test_the_held_back_creation_carries_the_latest_value_when_the_run_closes() -> None:
+    fake = FakeArtifacts()
+    sink = ArtifactSink("k", create=fake.create, update=fake.update, first_delay=600)
+    sink.start("Starting")
+    sink(_event(10.0, stage="fetch_segments"))
+    sink(_event(20.0, stage="fetch_segments"))  # not final: held, replacing 10
+    sink.close()  # ends the hold and waits for the creation
+    assert [(c[0], c[1]) for c in fake.calls] == [("create", 20.0)]
+
+
+def test_the_artifact_is_created_when_the_hold_ends_then_updated_as_before() -> None:
+    fake = FakeArtifacts()
+    created = threading.Event()
+
+    def create(**kwargs: Any) -> UUID:
+        artifact_id = fake.create(**kwargs)
+        created.set()
+        return artifact_id
+
+    updated = threading.Event()
+
+    def update(artifact_id: UUID, **kwargs: Any) -> None:
+        fake.update(artifact_id, **kwargs)
+        updated.set()
+
+    now = [0.0]
+    sink = ArtifactSink("k", create=create, update=update, clock=lambda: now[0],
+                        first_delay=0.05)  # fmt: skip
+    sink.start("Starting")
+    assert created.wait(30), "the hold never ended"
+    now[0] = 1.0
+    sink(_event(40.0, stage="fetch_segments"))  # due: an update
+    assert updated.wait(30)
+    sink(_event(100.0, done=True))
+    sink.close()
+    assert [(c[0], c[1]) for c in fake.calls] == [
+        ("create", 0.0), ("update", 40.0), ("update", 100.0),
+    ]  # fmt: skip
+
+
 def test_a_stage_gets_its_sequences_as_prefect_opaque_values(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
