@@ -326,8 +326,9 @@ def _launch(
         env["PREFECT_SERVER_API_AUTH_STRING"] = auth_string
     else:
         state.auth_file.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "prefect", "server", "start", "--host", host,
-               "--port", str(port)]  # fmt: skip
+    # Prefect's `server start`, with the cyclic garbage collector off the event loop (see there).
+    command = [sys.executable, "-m", "candleflow.cli.prefect_server", "server", "start",
+               "--host", host, "--port", str(port)]  # fmt: skip
     with state.log_file.open("ab") as log:
         log.write(f"\n--- {datetime.now(UTC).isoformat()} {' '.join(command)}\n".encode())
         log.flush()
