@@ -1,8 +1,9 @@
-"""One Prefect test harness for every flow test (DESIGN §8): temporary PREFECT_HOME and database,
-quiet settings, no flow heartbeat. Never combine with pytest-xdist (PrefectHQ/prefect#16397).
+"""One Prefect test harness for every flow test (DESIGN §8): the managed server users run
+(``candleflow server start``) in a temporary PREFECT_HOME with its own database, quiet settings,
+no flow heartbeat. Each pytest-xdist worker has its own (the home is per process).
 
-``CANDLEFLOW_TEST_DATABASE=postgres`` runs the same tests on the managed server over a local
-PostgreSQL instead of Prefect's ephemeral SQLite API (``make test`` does both).
+The database is SQLite; ``CANDLEFLOW_TEST_DATABASE=postgres`` runs the same tests over a local
+PostgreSQL (``make test`` does both).
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ def prefect_harness() -> Iterator[None]:
         PREFECT_TASKS_DEFAULT_NO_CACHE,
         temporary_settings,
     )
-    from prefect.testing.utilities import prefect_test_harness
 
     # Settings objects too: prefect may have read the environment before this module ran.
     updates: dict[Any, Any] = {
@@ -49,18 +49,16 @@ def prefect_harness() -> Iterator[None]:
         PREFECT_TASKS_DEFAULT_NO_CACHE: True,
         PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None,  # env vars cannot say None
     }
-    if os.environ.get("CANDLEFLOW_TEST_DATABASE", "sqlite") == "postgres":
-        with _postgres_server(), temporary_settings(updates=updates):
-            yield
-    else:
-        with temporary_settings(updates=updates), prefect_test_harness(server_startup_timeout=120):
-            yield
+    database = os.environ.get("CANDLEFLOW_TEST_DATABASE", "sqlite")
+    with _managed_server(database), temporary_settings(updates=updates):
+        yield
     shutil.rmtree(_HOME, ignore_errors=True)
 
 
 @contextlib.contextmanager
-def _postgres_server() -> Iterator[str]:
-    """The managed Prefect server on a local PostgreSQL cluster, in the harness's home."""
+def _managed_server(database: str) -> Iterator[str]:
+    """The managed Prefect server (what users run: ``candleflow server start``) on ``database``
+    (``sqlite`` or ``postgres``, a local PostgreSQL cluster), in the harness's home."""
     import json
 
     from prefect.context import refresh_global_settings_context
@@ -68,7 +66,7 @@ def _postgres_server() -> Iterator[str]:
     from candleflow.cli import managed
 
     state = managed.ServerState(Path(_HOME))
-    info, _ = managed.start(state, port=0, database="postgres")
+    info, _ = managed.start(state, port=0, database=database)
     # Process-wide (threads that start flows do not copy the settings context), as a user's
     # PREFECT_API_URL would be.
     os.environ["PREFECT_API_URL"] = info.api_url
@@ -79,5 +77,6 @@ def _postgres_server() -> Iterator[str]:
         os.environ.pop("PREFECT_API_URL", None)
         refresh_global_settings_context()
         managed.stop(state)
-        config = json.loads(state.cluster.config_file.read_text())
-        shutil.rmtree(Path(config["data_dir"]).parent, ignore_errors=True)
+        if database == "postgres":
+            config = json.loads(state.cluster.config_file.read_text())
+            shutil.rmtree(Path(config["data_dir"]).parent, ignore_errors=True)
