@@ -14,6 +14,12 @@ the API server) vary less on a busy machine and show what the orchestration cost
 on a throw-away ephemeral Prefect API whose start-up and first migration are excluded (one
 warm-up run), as they are paid once per process, not per run. ``BENCH_FLOW_VERBOSE=1`` prints
 every run's wall time too.
+
+The small case also runs the flow from a caller that holds one Prefect client for all its runs
+(as a parent flow does for its subflows, or a script with ``SyncClientContext``): a bare call
+builds a client per run (a TLS context from the CA bundle, a CSRF token, a new connection).
+Last, Prefect's floor: the same flow options with eight tasks that do nothing, on the same API —
+what the orchestration of eight stages costs before any work or any request of ours.
 """
 
 from __future__ import annotations
@@ -107,6 +113,37 @@ def _flow(case: Case, root: Path) -> Sample:
     return _timed(lambda: load_data(**case.args, mode="full", store=str(root)))
 
 
+def _held_flows(case: Case, root: Path) -> list[Sample]:
+    """``case.repeats`` flow runs from a caller that holds one Prefect client for all of them
+    (``SyncClientContext``, as a parent flow does for its subflows): each run reuses its
+    connection instead of building a client (a TLS context, a CSRF token, a connection)."""
+    from prefect.context import SyncClientContext
+
+    with SyncClientContext.get_or_create():
+        _flow(case, root / f"{case.name}-warm-held")
+        return [_flow(case, root / f"{case.name}-h{i}") for i in range(case.repeats)]
+
+
+def _floor_flows(repeats: int) -> list[Sample]:
+    """Prefect's own cost: a flow with our result options and eight tasks that do nothing (the
+    stages' count), ``repeats`` runs after a warm-up — what any eight-stage flow pays."""
+    from prefect import flow, task
+    from prefect.cache_policies import NO_CACHE
+
+    from tasks.results import IN_MEMORY_RESULTS
+
+    @task(cache_policy=NO_CACHE)
+    def stage(n: int) -> int:
+        return n
+
+    @flow(name="bench-floor", flow_run_name="floor", log_prints=False, **IN_MEMORY_RESULTS)
+    def eight_empty_stages() -> int:
+        return sum(stage(n) for n in range(8))
+
+    eight_empty_stages()
+    return [_timed(eight_empty_stages) for _ in range(repeats)]
+
+
 def _median(samples: list[Sample]) -> Sample:
     return Sample(
         statistics.median(s.wall for s in samples),
@@ -172,6 +209,14 @@ def main() -> None:
                   f"{_verdict(case, overhead, pct)}")  # fmt: skip
             print(f"  CPU the flow adds: {f.cpu - d.cpu:6.3f} s here + "
                   f"{f.server_cpu:6.3f} s in the API server")  # fmt: skip
+            if case.goal_s is not None:  # a caller running many short loads
+                held = _median(_held_flows(case, root))
+                print(f"  load_data flow, the caller holding one Prefect client: {held.wall:7.3f} s"
+                      f" · overhead {held.wall - d.wall:6.3f} s per run")  # fmt: skip
+        floor = _median(_floor_flows(CASES[0].repeats))
+        print(f"Prefect's floor: a flow of 8 tasks that do nothing: {floor.wall:7.3f} s per run "
+              f"(CPU {floor.cpu:6.3f} s, API server CPU {floor.server_cpu:6.3f} s) — below it no "
+              "eight-stage flow goes on this machine")  # fmt: skip
 
 
 if __name__ == "__main__":
