@@ -61,6 +61,7 @@ from candleflow.sources.pacing import (
 __all__ = [
     "SHARED_PACING_ENV",
     "SLOTS_PER_REQUEST",
+    "TRANSPORT_RETRIES",
     "PrefectRateGate",
     "busy_delay",
     "client_without_retries",
@@ -86,6 +87,10 @@ _BUSY: Final = 503
 #: ``BUSY_MAX_DELAY``, each drawn between half and one and a half times that (seconds).
 BUSY_FIRST_DELAY: Final = 0.05
 BUSY_MAX_DELAY: Final = 1.0
+#: Transport failures in a row (a dropped keep-alive connection, a timeout, a restarting server)
+#: retried like busy answers (~25 s in all) before the gate opens. A connection refused before
+#: the API ever answered opens it at once: there is no API.
+TRANSPORT_RETRIES: Final = 30
 _LOGGED: set[tuple[str, str]] = set()
 _LOGGED_LOCK = threading.Lock()
 
@@ -129,7 +134,8 @@ class PrefectRateGate:
     cancel interrupts them. A busy answer (503: the SQLite API found its database locked, which
     happens under concurrent writes) is retried after a short, growing pause
     (:func:`busy_delay`) — Prefect's client would wait 2, 4, 8… s, with the IB request held
-    behind it. Any other failure opens the gate for good, logged once.
+    behind it; so is a failed transport, :data:`TRANSPORT_RETRIES` times in a row. Any other
+    failure opens the gate for good, logged once.
     """
 
     def __init__(
@@ -148,6 +154,7 @@ class PrefectRateGate:
         self._acquired = 0
         self._waited = 0.0
         self._busy = 0
+        self._answered = False  # the API has answered at least once
         self._random = random.Random()
 
     def __repr__(self) -> str:
@@ -192,6 +199,7 @@ class PrefectRateGate:
         """Take one request's slots, waiting while the server refuses; ``Cancelled`` on cancel."""
         vanished = 0
         busy_in_a_row = 0
+        failed_in_a_row = 0
         while True:
             if token is not None:
                 token.raise_if_cancelled()
@@ -207,6 +215,7 @@ class PrefectRateGate:
                         names=[self.name], slots=SLOTS_PER_REQUEST, mode="rate_limit"
                     )
             except httpx.HTTPStatusError as exc:
+                self._answered = True
                 status = exc.response.status_code
                 if status not in (_LOCKED, _BUSY):
                     self._open(f"the Prefect API refused it ({_describe(exc)})")
@@ -225,11 +234,19 @@ class PrefectRateGate:
                         self._waited += delay
                 continue
             except (httpx.HTTPError, OSError) as exc:
-                self._open(f"no Prefect API answers ({type(exc).__name__}: {exc})")
-                return
+                refused = isinstance(exc, httpx.ConnectError | ConnectionRefusedError)
+                if (refused and not self._answered) or failed_in_a_row >= TRANSPORT_RETRIES:
+                    self._open(f"no Prefect API answers ({type(exc).__name__}: {exc})")
+                    return
+                delay = busy_delay(failed_in_a_row, self._random)
+                failed_in_a_row += 1
+                if token.wait(delay) if token is not None else _sleep(delay):
+                    raise Cancelled(token.reason if token is not None else "cancelled") from None
+                continue
             except _Unusable as exc:
                 self._open(str(exc))
                 return
+            self._answered = True
             if not response.json():
                 # The server knows no such limit (deleted meanwhile): create it again.
                 vanished += 1

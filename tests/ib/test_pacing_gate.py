@@ -294,6 +294,28 @@ def test_a_busy_api_is_retried_at_once_not_after_prefects_seconds_of_backoff() -
     assert gate.waited == 0.0  # not a wait for a slot
 
 
+def test_a_dropped_connection_is_retried_not_a_reason_to_stop_sharing() -> None:
+    client = FakeClient()
+    gate = _gate(client, "ib-pacing-dropped", scale=1.0)
+    gate.acquire(CancelToken())  # the API has answered
+    client.plan = [httpx.ReadError("connection reset"), httpx.RemoteProtocolError("closed")]
+    gate.acquire(CancelToken())
+    assert (gate.acquired, client.increments, gate.open_reason) == (2, 4, None)
+
+
+def test_transport_failures_that_go_on_open_the_gate(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks import pacing
+
+    monkeypatch.setattr(pacing, "busy_delay", lambda in_a_row, rng: 0.0)
+    client = FakeClient()
+    gate = _gate(client, "ib-pacing-gone", scale=1.0)
+    gate.acquire(None)
+    client.plan = [httpx.ConnectError("refused")] * (pacing.TRANSPORT_RETRIES + 1)
+    gate.acquire(None)
+    assert gate.open_reason is not None and "no Prefect API answers" in gate.open_reason
+    assert client.increments == 1 + pacing.TRANSPORT_RETRIES + 1
+
+
 def test_busy_retries_start_short_and_double_up_to_a_second() -> None:
     rng = random.Random(7)
     for in_a_row in range(12):
