@@ -227,8 +227,7 @@ class PrefectRateGate:
                         self._busy += 1
                 else:
                     delay = _retry_after(exc.response, self.budget)
-                if token.wait(delay) if token is not None else _sleep(delay):
-                    raise Cancelled(token.reason if token is not None else "cancelled") from None
+                _pause(token, delay)
                 if status == _LOCKED:
                     with self._lock:
                         self._waited += delay
@@ -240,8 +239,7 @@ class PrefectRateGate:
                     return
                 delay = busy_delay(failed_in_a_row, self._random)
                 failed_in_a_row += 1
-                if token.wait(delay) if token is not None else _sleep(delay):
-                    raise Cancelled(token.reason if token is not None else "cancelled") from None
+                _pause(token, delay)
                 continue
             except _Unusable as exc:
                 self._open(str(exc))
@@ -406,9 +404,12 @@ def _retry_after(response: httpx.Response, budget: RateBudget) -> float:
     return min(max(value, 0.001), budget.window + budget.slack)
 
 
-def _sleep(seconds: float) -> bool:
-    time.sleep(seconds)
-    return False
+def _pause(token: CancelToken | None, seconds: float) -> None:
+    """Wait ``seconds``; ``Cancelled`` as soon as ``token`` is set."""
+    if token is None:
+        time.sleep(seconds)
+    elif token.wait(seconds):
+        raise Cancelled(token.reason) from None  # not "during handling of" the refusal
 
 
 def _describe(exc: httpx.HTTPStatusError) -> str:
