@@ -21,9 +21,7 @@ whichever thread triggered a collection (a connection's, a worker's); now it is 
 from __future__ import annotations
 
 import gc
-import sys
 import threading
-from collections.abc import Sequence
 from typing import Final
 
 __all__ = ["BackgroundCollector", "main"]
@@ -54,7 +52,7 @@ class BackgroundCollector:
         self.full_every = full_every
         self.collections = 0
         self._stop = threading.Event()
-        self._was_enabled = gc.isenabled()
+        self._was_enabled = False  # automatic collection was on at start()
         self._thread = threading.Thread(target=self._run, name="candleflow-gc", daemon=True)
 
     def start(self) -> BackgroundCollector:
@@ -81,12 +79,11 @@ class BackgroundCollector:
                 gc.collect(0)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Prefect's command line (``server start …``) in this process, with the collector moved."""
-    if argv is not None:
-        sys.argv = [sys.argv[0], *argv]
+def main() -> None:
+    """Prefect's command line (``server start …``, from ``sys.argv``) in this process, with the
+    collector moved."""
     BackgroundCollector().start()
-    from prefect.cli import app  # reads sys.argv
+    from prefect.cli import app
 
     app()
 

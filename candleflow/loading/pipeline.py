@@ -520,6 +520,8 @@ class StoreFlush:
         self.store, self.source_name, self.request = store, source_name, request
         self.durable = durable
         self.journal = store.journal(source_name, request.symbol, request.timeframe)
+        #: Each batch goes to the partitions as it comes (a durable load, a store without journals).
+        self.writes_at_once = durable and self.journal is None
         self.frames: list[pd.DataFrame] = []
         self.rows_added = 0
         self.rows_fetched = 0  # as the source gave them (the progress events' "rows")
@@ -527,12 +529,12 @@ class StoreFlush:
     def __call__(self, frame: pd.DataFrame) -> None:
         self.rows_fetched += len(frame)
         clean = drop_invalid_bars(frame)
-        if self.durable and self.journal is not None:
-            self.journal.append(clean)
-        elif self.durable:
+        if self.writes_at_once:
             self.rows_added += save_bars(
                 self.store, self.source_name, self.request, clean
             ).rows_added
+        elif self.durable and self.journal is not None:
+            self.journal.append(clean)
         self.frames.append(clean)
 
     def bars(self, rest: pd.DataFrame) -> pd.DataFrame:
@@ -543,8 +545,7 @@ class StoreFlush:
     def unsaved(self, rest: pd.DataFrame) -> pd.DataFrame:
         """What the save stage writes: every bar fetched (journaled, or kept in memory), or only
         ``rest`` when the batches were written as they came."""
-        written = self.durable and self.journal is None
-        return rest if written else self.bars(rest)
+        return rest if self.writes_at_once else self.bars(rest)
 
     def saved(self) -> None:
         """The save stage wrote every fetched bar: the journal is not needed any more."""
