@@ -66,12 +66,13 @@ def test_a_cursor_finaliser_waiting_for_a_busy_connection_does_not_block_the_loo
     holding its mutex) for the write lock ``holder`` has; a cycle holding one of ``busy``'s
     cursors becomes garbage. If this thread collected it, the cursor's finaliser would wait for
     ``busy``'s mutex, and ``holder`` — whose commit is this thread's next step — would never
-    commit: ``busy`` gives up after its timeout, "database is locked"."""
+    commit: ``busy`` gives up after its timeout, "database is locked". That timeout is generous
+    (120 s) so that a busy machine never makes the fixed path fail."""
     db = tmp_path / "t.db"
     holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
     holder.execute("PRAGMA journal_mode=WAL")
     holder.execute("CREATE TABLE t (x INTEGER)")
-    busy = sqlite3.connect(db, timeout=30, isolation_level=None, check_same_thread=False)
+    busy = sqlite3.connect(db, timeout=120, isolation_level=None, check_same_thread=False)
     cursor = busy.execute("SELECT 1 UNION ALL SELECT 2")  # a statement left half-read
     cursor.fetchone()
     holder.execute("BEGIN IMMEDIATE")
